@@ -1,0 +1,28 @@
+"""equivax: verify that JAX functions and Flax modules are equivariant, with evidence.
+
+The public API::
+
+    equivax.check(f, x, group, in_action, out_action)      -> CheckResult
+    equivax.assert_equivariant(f, x, group, ...)           raises AssertionError
+    equivax.groups.translations / rotations / flips / dihedral / p4 / p4m / finite
+    equivax.actions.image / regular / strided / trivial / tree
+"""
+
+from equivax import actions, groups
+from equivax.check import check, rounding_bound
+from equivax.groups import Group
+from equivax.result import VERDICTS, CheckResult
+from equivax.testing import assert_equivariant
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VERDICTS",
+    "CheckResult",
+    "Group",
+    "actions",
+    "assert_equivariant",
+    "check",
+    "groups",
+    "rounding_bound",
+]

@@ -1,0 +1,543 @@
+"""One compiled equivariance check over every element of a group.
+
+``check(f, x, group, in_action, out_action)`` evaluates ``f(x)`` once and ``f(ρ_in(g) x)`` for all
+requested elements in one ``jax.vmap`` (or a ``lax.map`` over chunks), compares with
+``ρ_out(g) f(x)`` and returns a :class:`~equivax.result.CheckResult`.
+
+How a verdict is reached without a hand-set tolerance (see ``docs/verdicts.md``):
+
+1. The program (f, the actions and the error computation) is traced once into a jaxpr and run in
+   f's own precision.
+2. The same jaxpr is re-run with every floating value in float64 (:mod:`equivax.precision`), on the
+   same input and parameters. Rounding error shrinks by ``eps64 / eps32 ≈ 2⁻²⁹``; structural
+   error does not.
+3. The distance between the float32 and float64 outputs of ``f(x)`` measures how much rounding
+   this computation amplifies (``rounding``). The float64 rounding floor is
+   ``SAFETY · (rounding · eps64 / eps32 + eps64)``; an element whose float64 error exceeds it is
+   ``"broken"``, otherwise ``"equivariant"``.
+
+When f runs in float64 already, the roles swap: a float32 re-run measures the rounding and f's own
+float64 error is compared with the floor. Where no second precision can run, the documented
+:func:`rounding_bound` decides and the result says ``method="bound"``. Explicit ``rtol``/``atol``
+replace all of this and no second run is made.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend import core as jex
+
+from equivax import actions as actions_lib
+from equivax.groups import Group
+from equivax.precision import RetypeError, retype_value, retyped
+from equivax.result import CheckResult
+
+__all__ = ["SAFETY", "check", "rounding_bound"]
+
+#: Margin between the predicted float64 rounding and the floor (2¹⁰). Rounding and structure sit
+#: about 2²⁹ apart after the re-run, so the margin costs nothing in sensitivity.
+SAFETY = 2.0**10
+
+_EPS64 = float(np.finfo(np.float64).eps)
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def rounding_bound(dtype: Any, size: int) -> float:
+    """The documented fallback bound on relative rounding error: ``64 · eps(dtype) · √size``.
+
+    ``size`` is the number of input values per example, a proxy for the length of the longest
+    reduction. Used only when no second precision can run; it is a heuristic, not a guarantee:
+    deep or ill-conditioned networks can exceed it.
+    """
+    return 64.0 * float(jnp.finfo(dtype).eps) * math.sqrt(max(int(size), 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# What gets traced: f (plain callable or NNX module) and the per-element error statistics.
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plain:
+    fn: Callable[[Any], Any]
+
+    def __call__(self, params: Any, x: jax.Array) -> Any:
+        return self.fn(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Module:
+    graphdef: Any
+
+    def __call__(self, params: Any, x: jax.Array) -> Any:
+        from flax import nnx
+
+        return nnx.merge(self.graphdef, params)(x)
+
+
+def _split(f: Any) -> tuple[Callable[[Any, jax.Array], Any], Any]:
+    from flax import nnx
+
+    if isinstance(f, nnx.Module):
+        graphdef, state = nnx.split(f)
+        return _Module(graphdef), state
+    if not callable(f):
+        raise TypeError(f"f must be a JAX-traceable callable or a Flax NNX module, got {type(f).__name__}")
+    return _Plain(f), None
+
+
+def _batched(leaves: Sequence[jax.Array], n: int) -> bool:
+    return all(leaf.ndim >= 1 and leaf.shape[0] == n for leaf in leaves)
+
+
+def _rows(leaves: Sequence[jax.Array], batched: bool) -> jax.Array:
+    """All values as a ``(examples, values)`` matrix (one row when the output has no batch axis)."""
+    if batched:
+        return jnp.concatenate([leaf.reshape(leaf.shape[0], -1) for leaf in leaves], axis=1)
+    return jnp.concatenate([leaf.reshape(1, -1) for leaf in leaves], axis=1)
+
+
+def _scaled_norm(rows: jax.Array, scale: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.sum(jnp.square(rows / scale[:, None]), axis=1)) * scale
+
+
+def _stats(y_g: Any, target: Any, n: int) -> dict[str, jax.Array]:
+    got, want = jax.tree.leaves(y_g), jax.tree.leaves(target)
+    batched = _batched(want, n)
+    got, want = _rows(got, batched), _rows(want, batched)
+    finite = jnp.all(jnp.isfinite(got)) & jnp.all(jnp.isfinite(want))
+    got, want = jnp.where(jnp.isfinite(got), got, 0), jnp.where(jnp.isfinite(want), want, 0)
+    diff = got - want
+    scale = jnp.maximum(jnp.max(jnp.abs(got), axis=1), jnp.max(jnp.abs(want), axis=1))
+    scale = jnp.where(scale > 0, scale, 1)
+    num, den = _scaled_norm(diff, scale), _scaled_norm(want, scale)
+    rel = jnp.where(den > 0, num / jnp.where(den > 0, den, 1), jnp.where(num > 0, jnp.inf, 0))
+    flat = jnp.abs(diff).reshape(-1)
+    return {
+        "rel": jnp.max(rel),
+        "abs": jnp.max(flat),
+        "where": jnp.argmax(flat).astype(jnp.int32),
+        "finite": finite,
+    }
+
+
+def _same_layout(expected: Any, got: Any, what: str, fix: str) -> None:
+    want_def, got_def = jax.tree.structure(expected), jax.tree.structure(got)
+    if want_def != got_def:
+        raise ValueError(f"{what} returned a pytree {got_def}, but {fix} {want_def}")
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        if a.shape != b.shape:
+            raise ValueError(f"{what} returned shape {b.shape}, but {fix} shape {a.shape}")
+        if a.dtype != b.dtype:
+            raise TypeError(f"{what} returned dtype {b.dtype}, but {fix} dtype {a.dtype}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kernel:
+    """f(x) once, then statistics of f(g·x) − g·f(x) for each element (the traced program)."""
+
+    fn: Callable[[Any, jax.Array], Any]
+    in_action: Any
+    out_action: Any
+    chunk_size: int | None
+
+    def __call__(self, params: Any, x: jax.Array, elements: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+        y = self.fn(params, x)
+        for leaf in jax.tree.leaves(y):
+            if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+                raise TypeError(
+                    f"f returned dtype {leaf.dtype}; an equivariance error needs floating outputs: "
+                    "return the scores, not e.g. an argmax"
+                )
+
+        def one(g: jax.Array) -> dict[str, jax.Array]:
+            gx = self.in_action(g, x)
+            _same_layout(x, gx, "in_action(g, x)", "x has")
+            target = self.out_action(g, y)
+            _same_layout(y, target, "out_action(g, f(x))", "f(x) has")
+            stats = _stats(self.fn(params, gx), target, x.shape[0])
+            stats["defined"] = actions_lib.is_defined(self.in_action, g) & actions_lib.is_defined(self.out_action, g)
+            return stats
+
+        if self.chunk_size is None:
+            return y, jax.vmap(one)(elements)
+        return y, lax.map(one, elements, batch_size=self.chunk_size)
+
+
+# ------------------------------------------------------------------------------------------------
+# Compiled programs, cached like jax.jit: once per (f, actions, chunk size, shapes and dtypes).
+# ------------------------------------------------------------------------------------------------
+
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+class _Program:
+    """A traced kernel, its compiled run in f's precision and (lazily) in the other precision."""
+
+    def __init__(self, kernel: _Kernel, args: tuple[Any, ...]):
+        try:
+            self.closed, self.out_shape = jax.make_jaxpr(kernel, return_shape=True)(*args)
+        except _TRACER_ERRORS as err:
+            raise TypeError(
+                f"f is not traceable by JAX ({type(err).__name__}): it turns a traced array into a "
+                "Python or NumPy value. Write f with jax.numpy and lax (jnp.where or lax.cond for "
+                "branches on values, no np.asarray on inputs)."
+            ) from err
+        self.out_tree = jax.tree.structure(self.out_shape)
+        self.run = jax.jit(jex.jaxpr_as_fun(self.closed))
+        self._other: dict[str, Callable[..., Any]] = {}
+
+    def __call__(self, *args: Any) -> Any:
+        return jax.tree.unflatten(self.out_tree, self.run(*jax.tree.leaves(args)))
+
+    def run_in(self, float_dtype: Any, *args: Any) -> Any:
+        """Run the same program with every floating value cast to ``float_dtype``."""
+        key = np.dtype(float_dtype).name
+        if key not in self._other:
+            self._other[key] = jax.jit(retyped(self.closed, float_dtype))
+        leaves = [retype_value(jnp.asarray(a), float_dtype) for a in jax.tree.leaves(args)]
+        return jax.tree.unflatten(self.out_tree, self._other[key](*leaves))
+
+
+_CACHE: collections.OrderedDict[Any, _Program] = collections.OrderedDict()
+_CACHE_SIZE = 64
+
+
+def _signature(tree: Any) -> tuple[Any, ...]:
+    leaves, treedef = jax.tree.flatten(tree)
+    return (treedef, tuple((tuple(np.shape(a)), str(jnp.result_type(a))) for a in leaves))
+
+
+def _program(kernel: _Kernel, args: tuple[Any, ...]) -> _Program:
+    key = (kernel, _signature(args))
+    program = _CACHE.get(key)
+    if program is None:
+        program = _CACHE[key] = _Program(kernel, args)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return program
+
+
+def clear_cache() -> None:
+    """Forget every compiled check (the next call traces and compiles again)."""
+    _CACHE.clear()
+
+
+# ------------------------------------------------------------------------------------------------
+# Input validation: one sentence naming the problem and the fix.
+# ------------------------------------------------------------------------------------------------
+
+
+def _as_input(x: Any) -> jax.Array:
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x has dtype {x.dtype}; pass floating images, e.g. x.astype(jnp.float32)")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must have a leading batch axis with at least one example, got shape {x.shape}")
+    if not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError("x contains NaN or inf; check equivariance on finite inputs")
+    return x
+
+
+def _as_action(action: Any, group: Group, which: str) -> Any:
+    if action is None:
+        if group.image_action is None:
+            raise ValueError(f"{group.name} has no natural image action; pass {which}=your_action(g, x)")
+        return group.image_action
+    if isinstance(action, (tuple, list, dict)):
+        return actions_lib.tree(action)
+    if not callable(action):
+        raise TypeError(f"{which} must be a callable act(g, x) or a pytree of them, got {action!r}")
+    return action
+
+
+_PLANAR_ACTIONS = (actions_lib.ImageAction, actions_lib.RegularAction)
+
+
+def _check_fits(group: Group, x: jax.Array, in_action: Any) -> None:
+    if not isinstance(in_action, _PLANAR_ACTIONS):
+        return
+    if x.ndim < 3:
+        raise ValueError(
+            f"{group.name} acts on NHWC images (N, H, W, C), got shape {x.shape}; add batch and "
+            "channel axes, e.g. x[None, ..., None]"
+        )
+    height, width = x.shape[1], x.shape[2]
+    if group.has_rotations and height != width:
+        raise ValueError(
+            f"{group.name} rotates images by 90°, which needs square images, got {height}x{width}: "
+            "crop or pad x to square"
+        )
+    if group.shape is not None and (height, width) != tuple(group.shape):
+        h, w = group.shape
+        raise ValueError(
+            f"{group.name} acts on {h}x{w} images but x is {height}x{width}; build the group for "
+            f"the input size, e.g. translations({height}, {width})"
+        )
+
+
+def _check_out_size(group: Group, out_action: Any, y_shape: Any) -> None:
+    if not isinstance(out_action, _PLANAR_ACTIONS) or group.shape is None:
+        return
+    leaves = jax.tree.leaves(y_shape)
+    if len(leaves) != 1 or len(leaves[0].shape) < 3:
+        return
+    s = out_action.stride
+    want = (group.shape[0] // s, group.shape[1] // s)
+    got = tuple(leaves[0].shape[1:3])
+    if group.shape[0] % s or group.shape[1] % s or got != want:
+        raise ValueError(
+            f"a stride-{s} output action on {group.shape[0]}x{group.shape[1]} inputs expects "
+            f"{want[0]}x{want[1]} outputs, but f returned {got[0]}x{got[1]}: use an input size "
+            f"divisible by the total stride {s}, or the action that matches f's output"
+        )
+
+
+def _as_elements(group: Group, elements: Any) -> jax.Array:
+    if elements is None:
+        chosen = group.non_identity()
+        if chosen.shape[0] == 0:
+            raise ValueError(f"{group.name} has only the identity: nothing to check")
+        return chosen
+    rows = [np.asarray(e) for e in elements]
+    if not rows:
+        raise ValueError("elements is empty; pass at least one group element, or None for all")
+    for row in rows:
+        group.index(row)  # raises a clear error for non-members
+    return jnp.asarray(np.stack(rows), dtype=group.elements.dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# Verdicts
+# ------------------------------------------------------------------------------------------------
+
+
+def _relative_distance(a: Any, b: Any, batched: bool) -> float:
+    """max over examples of ‖a − b‖ / ‖b‖, in float64 on the host."""
+    rows_a = [np.asarray(leaf, dtype=np.float64) for leaf in jax.tree.leaves(a)]
+    rows_b = [np.asarray(leaf, dtype=np.float64) for leaf in jax.tree.leaves(b)]
+    n = rows_a[0].shape[0] if batched else 1
+    da = np.concatenate([r.reshape(n, -1) for r in rows_a], axis=1)
+    db = np.concatenate([r.reshape(n, -1) for r in rows_b], axis=1)
+    num, den = np.linalg.norm(da - db, axis=1), np.linalg.norm(db, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(den > 0, num / np.where(den > 0, den, 1), np.where(num > 0, np.inf, 0.0))
+    return float(np.max(rel))
+
+
+def _eps_of(tree: Any) -> float:
+    return max(float(jnp.finfo(leaf.dtype).eps) for leaf in jax.tree.leaves(tree))
+
+
+@dataclasses.dataclass
+class _Decision:
+    verdicts: list[str]
+    reasons: list[str]
+    methods: list[str]
+    rel64: np.ndarray
+    floor: np.ndarray
+    rounding: float | None = None
+
+
+def _decide_by_tolerance(rel, abs_, bound, rtol, atol) -> _Decision:
+    n = len(rel)
+    d = _Decision(["broken"] * n, [""] * n, ["tolerance"] * n, np.full(n, np.nan), np.full(n, bound))
+    for i in range(n):
+        within = (rtol is not None and rel[i] <= rtol) or (atol is not None and abs_[i] <= atol)
+        if not within:
+            d.reasons[i] = f"error exceeds the tolerance (rtol={rtol}, atol={atol})"
+        elif rel[i] <= bound:
+            d.verdicts[i], d.reasons[i] = "equivariant", f"within tolerance and the rounding bound {bound:.1e}"
+        else:
+            d.verdicts[i], d.reasons[i] = "approximate", f"above the rounding bound {bound:.1e}, within tolerance"
+    return d
+
+
+def _decide_by_bound(rel, bound, why: str) -> _Decision:
+    n = len(rel)
+    d = _Decision(["broken"] * n, [""] * n, ["bound"] * n, np.full(n, np.nan), np.full(n, bound))
+    for i in range(n):
+        if rel[i] <= bound:
+            d.verdicts[i] = "equivariant"
+            d.reasons[i] = f"below the rounding bound {bound:.1e} ({why})"
+        else:
+            d.reasons[i] = f"above the rounding bound {bound:.1e} ({why})"
+    return d
+
+
+def _decide_by_precision(rel_hi, rounding, eps_lo) -> _Decision:
+    n = len(rel_hi)
+    floor = SAFETY * (rounding * _EPS64 / eps_lo + _EPS64)
+    d = _Decision(["broken"] * n, [""] * n, ["float64"] * n, np.array(rel_hi, dtype=float), np.full(n, floor), rounding)
+    for i in range(n):
+        if rel_hi[i] <= floor:
+            d.verdicts[i] = "equivariant"
+            d.reasons[i] = f"rounding: float64 error {rel_hi[i]:.1e} is below the float64 floor {floor:.1e}"
+        else:
+            d.reasons[i] = f"structural: float64 error {rel_hi[i]:.1e} stays above the float64 floor {floor:.1e}"
+    return d
+
+
+def _decide_by_second_precision(program: _Program, args, y, stats) -> _Decision | str:
+    """Re-run in the other precision; return the decision, or why that was not possible."""
+    x = args[1]
+    user64 = x.dtype == jnp.float64
+    other = jnp.float32 if user64 else jnp.float64
+    try:
+        with jax.enable_x64(True):
+            y_other, stats_other = program.run_in(other, *args)
+            y_other = jax.tree.map(np.asarray, y_other)
+            rel_other = np.asarray(stats_other["rel"], dtype=np.float64)
+    except RetypeError as err:
+        return f"no float64 re-run: {err}"
+    except Exception as err:  # noqa: BLE001 - a backend without float64, a compile failure
+        return f"the float64 re-run failed ({type(err).__name__}: {err})"
+    batched = _batched(jax.tree.leaves(y), x.shape[0])
+    if user64:
+        rounding = _relative_distance(y_other, y, batched)
+        rel_hi, eps_lo = np.asarray(stats["rel"], np.float64), _EPS32
+    else:
+        rounding = _relative_distance(y, y_other, batched)
+        rel_hi, eps_lo = rel_other, _eps_of(y)
+    if not np.isfinite(rounding):
+        return "f(x) is not finite in both precisions"
+    decision = _decide_by_precision(rel_hi, rounding, eps_lo)
+    bound = rounding_bound(x.dtype, int(np.prod(x.shape[1:])))
+    fallback = _decide_by_bound(np.asarray(stats["rel"], np.float64), bound, "the other precision was not finite")
+    for i in np.flatnonzero(np.asarray(stats["finite"]) & ~np.asarray(stats_other["finite"])):
+        decision.verdicts[i], decision.reasons[i] = fallback.verdicts[i], fallback.reasons[i]
+        decision.methods[i], decision.floor[i] = "bound", bound
+    return decision
+
+
+# ------------------------------------------------------------------------------------------------
+# The check
+# ------------------------------------------------------------------------------------------------
+
+
+def _location(y_shape: Any, flat_index: int, batched: bool) -> tuple[str, tuple[int, ...]]:
+    """Turn an index into the (examples, values) matrix of the output into (leaf, index)."""
+    paths = jax.tree_util.tree_flatten_with_path(y_shape)[0]
+    n = paths[0][1].shape[0] if batched else 1
+    widths = [int(np.prod(leaf.shape)) // n for _, leaf in paths]
+    row, col = divmod(int(flat_index), sum(widths))
+    for (path, leaf), width in zip(paths, widths, strict=True):
+        if col < width:
+            shape = leaf.shape[1:] if batched else leaf.shape
+            inner = tuple(int(i) for i in np.unravel_index(col, shape)) if shape else ()
+            return jax.tree_util.keystr(path) or "output", ((row, *inner)) if batched else inner
+        col -= width
+    return "output", ()
+
+
+def check(
+    f: Any,
+    x: Any,
+    group: Group,
+    in_action: Any = None,
+    out_action: Any = None,
+    *,
+    elements: Sequence[Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    chunk_size: int | None = None,
+) -> CheckResult:
+    """Check ``f(ρ_in(g) x) = ρ_out(g) f(x)`` for every requested element ``g`` of ``group``.
+
+    Args:
+      f: any JAX-traceable callable of ``x``, or a Flax NNX module. Pass the same callable object
+        each time to reuse the compiled check (like ``jax.jit``, closed-over arrays are read when
+        it is first traced).
+      x: a batch of inputs, NHWC images for the built-in planar groups.
+      group: the group (see :mod:`equivax.groups`).
+      in_action, out_action: ``act(g, x) -> x``; default the group's image action. Use
+        ``actions.trivial()`` as ``out_action`` for invariance, ``actions.regular(group)`` for
+        group feature maps, ``actions.strided(s)`` after a stride-``s`` layer, or a pytree of
+        actions for a pytree output.
+      elements: check only these elements (a list of element arrays); default every
+        non-identity element.
+      rtol, atol: explicit tolerances. Given either, elements within it pass (``"approximate"``
+        above the rounding bound) and no float64 re-run is made.
+      chunk_size: evaluate this many elements at a time (bounds memory); default all at once.
+
+    Returns:
+      A :class:`~equivax.result.CheckResult` with per-element errors and verdicts.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, equivax
+      >>> x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+      >>> blur = lambda x: (x + jnp.roll(x, 1, axis=1) + jnp.roll(x, 1, axis=2)) / 3
+      >>> equivax.check(blur, x, equivax.groups.translations(8, 8)).ok
+      True
+    """
+    if not isinstance(group, Group):
+        raise TypeError(f"group must be an equivax Group (see equivax.groups), got {type(group).__name__}")
+    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    x = _as_input(x)
+    in_action = _as_action(in_action, group, "in_action")
+    out_action = _as_action(out_action, group, "out_action")
+    _check_fits(group, x, in_action)
+    chosen = _as_elements(group, elements)
+    fn, params = _split(f)
+    kernel = _Kernel(fn, in_action, out_action, None if chunk_size is None else int(chunk_size))
+    args = (params, x, chosen)
+    program = _program(kernel, args)
+    _check_out_size(group, out_action, program.out_shape[0])
+    y, stats = program(*args)
+    stats = {k: np.asarray(v) for k, v in stats.items()}
+
+    rel = stats["rel"].astype(np.float64)
+    abs_ = stats["abs"].astype(np.float64)
+    bound = rounding_bound(x.dtype, int(np.prod(x.shape[1:])))
+    if rtol is not None or atol is not None:
+        decision = _decide_by_tolerance(rel, abs_, bound, rtol, atol)
+    else:
+        decision = _decide_by_second_precision(program, args, y, stats)
+        if isinstance(decision, str):
+            decision = _decide_by_bound(rel, bound, decision)
+
+    y_finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(y))
+    for i in range(len(rel)):
+        if not stats["defined"][i]:
+            decision.verdicts[i], decision.methods[i] = "broken", "stride"
+            decision.reasons[i] = actions_lib.OUTSIDE_STRIDE
+            rel[i] = abs_[i] = decision.rel64[i] = decision.floor[i] = np.nan
+        elif not (y_finite and stats["finite"][i]):
+            decision.verdicts[i], decision.methods[i] = "nonfinite", "nonfinite"
+            decision.reasons[i] = "f(x) has NaN or inf" if not y_finite else "f(g·x) has NaN or inf"
+
+    batched = _batched(jax.tree.leaves(y), x.shape[0])
+    labels = tuple(group.labels[group.index(e)] for e in np.asarray(chosen))
+    return CheckResult(
+        group=group.name,
+        labels=labels,
+        elements=np.asarray(chosen),
+        rel_error=rel,
+        abs_error=abs_,
+        verdicts=tuple(decision.verdicts),
+        reasons=tuple(decision.reasons),
+        methods=tuple(decision.methods),
+        rel_error64=np.asarray(decision.rel64, dtype=np.float64),
+        noise_floor=np.asarray(decision.floor, dtype=np.float64),
+        rounding=decision.rounding,
+        locations=tuple(_location(program.out_shape[0], w, batched) for w in stats["where"]),
+        dtype=str(x.dtype),
+        rtol=rtol,
+        atol=atol,
+    )

@@ -1,0 +1,147 @@
+"""The result of an equivariance check: per-element errors, verdicts and how they were decided."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+__all__ = ["VERDICTS", "CheckResult"]
+
+#: Verdicts from best to worst. ``equivariant``: the error is floating-point rounding;
+#: ``approximate``: structural but within the user's tolerance; ``broken``: structural;
+#: ``nonfinite``: NaN or inf in an output (never a pass).
+VERDICTS = ("equivariant", "approximate", "broken", "nonfinite")
+_PASSING = frozenset(VERDICTS[:2])
+
+
+def _fmt(value: float) -> str:
+    return "—" if value is None or np.isnan(value) else f"{value:.2e}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """Per-element outcome of :func:`equivax.check`.
+
+    Attributes:
+      group: name of the group checked.
+      labels: label of each checked element.
+      elements: ``(n, d)`` array of the checked elements.
+      rel_error: ``‖f(g·x) − g·f(x)‖₂ / ‖g·f(x)‖₂``, max over the batch, in the precision f ran in.
+      abs_error: max absolute difference over the whole output.
+      verdicts: one of ``"equivariant"``, ``"approximate"``, ``"broken"``, ``"nonfinite"`` each.
+      reasons: one sentence per element saying why.
+      methods: what decided each verdict: ``"float64"`` (re-run in float64 and compared with the
+        rounding floor), ``"tolerance"`` (the user's rtol/atol), ``"bound"`` (the documented
+        rounding bound, used when no second precision could run), ``"stride"`` (outside the
+        subgroup a strided action keeps) or ``"nonfinite"``.
+      rel_error64: the relative error of the float64 re-run (NaN where none was made).
+      noise_floor: the floor each verdict compared against: for ``"float64"`` the float64
+        rounding floor (compare with ``rel_error64``); for ``"bound"`` and ``"tolerance"`` the
+        rounding bound in f's own precision (compare with ``rel_error``).
+      rounding: measured relative rounding error of f at x in the lower precision (the distance
+        between its float32 and float64 outputs), or ``None`` when not measured.
+      locations: where the largest absolute difference sits, per element: ``(leaf, index)``.
+      dtype: dtype of the input.
+      rtol, atol: the user's tolerances, if any.
+    """
+
+    group: str
+    labels: tuple[str, ...]
+    elements: np.ndarray
+    rel_error: np.ndarray
+    abs_error: np.ndarray
+    verdicts: tuple[str, ...]
+    reasons: tuple[str, ...]
+    methods: tuple[str, ...]
+    rel_error64: np.ndarray
+    noise_floor: np.ndarray
+    rounding: float | None
+    locations: tuple[tuple[str, tuple[int, ...]], ...]
+    dtype: str
+    rtol: float | None = None
+    atol: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every element is equivariant or within the tolerance."""
+        return all(v in _PASSING for v in self.verdicts)
+
+    @property
+    def worst(self) -> int:
+        """Index of the worst element: worst verdict first, then largest relative error."""
+        severity = [VERDICTS.index(v) for v in self.verdicts]
+        errors = np.nan_to_num(np.asarray(self.rel_error, dtype=float), nan=np.inf)
+        return int(max(range(len(self.verdicts)), key=lambda i: (severity[i], errors[i])))
+
+    def counts(self) -> dict[str, int]:
+        """Number of elements per verdict."""
+        return {v: self.verdicts.count(v) for v in VERDICTS if v in self.verdicts}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python data (JSON-serialisable): summary plus one record per element."""
+        rows = [
+            {
+                "label": self.labels[i],
+                "element": np.asarray(self.elements[i]).tolist(),
+                "rel_error": _num(self.rel_error[i]),
+                "abs_error": _num(self.abs_error[i]),
+                "rel_error64": _num(self.rel_error64[i]),
+                "noise_floor": _num(self.noise_floor[i]),
+                "verdict": self.verdicts[i],
+                "method": self.methods[i],
+                "reason": self.reasons[i],
+                "location": {"leaf": self.locations[i][0], "index": list(self.locations[i][1])},
+            }
+            for i in range(len(self.labels))
+        ]
+        return {
+            "group": self.group,
+            "ok": self.ok,
+            "dtype": self.dtype,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "rounding": self.rounding,
+            "counts": self.counts(),
+            "elements": rows,
+        }
+
+    def table(self, max_rows: int = 12) -> str:
+        """A plain-text table of the elements, worst first, at most ``max_rows`` rows."""
+        order = sorted(
+            range(len(self.labels)),
+            key=lambda i: (-VERDICTS.index(self.verdicts[i]), -np.nan_to_num(self.rel_error[i], nan=np.inf)),
+        )
+        header = ("element", "rel error", "abs error", "rel err f64", "floor", "verdict", "by")
+        rows = [
+            (
+                self.labels[i],
+                _fmt(self.rel_error[i]),
+                _fmt(self.abs_error[i]),
+                _fmt(self.rel_error64[i]),
+                _fmt(self.noise_floor[i]),
+                self.verdicts[i],
+                self.methods[i],
+            )
+            for i in order[:max_rows]
+        ]
+        widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+        if len(order) > max_rows:
+            lines.append(f"... {len(order) - max_rows} more elements")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """One line: group, size, verdict counts."""
+        counts = ", ".join(f"{n} {v}" for v, n in self.counts().items())
+        status = "ok" if self.ok else "NOT equivariant"
+        return f"{self.group}: {len(self.labels)} elements, {counts} ({status}; {self.dtype})"
+
+    def __repr__(self) -> str:
+        return f"CheckResult({self.summary()})\n{self.table()}"
+
+
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
