@@ -209,8 +209,14 @@ class _Program:
         key = np.dtype(float_dtype).name
         if key not in self._other:
             self._other[key] = jax.jit(retyped(self.closed, float_dtype))
-        leaves = [retype_value(jnp.asarray(a), float_dtype) for a in jax.tree.leaves(args)]
+        leaves = [_host_retype(a, float_dtype) for a in jax.tree.leaves(args)]
         return jax.tree.unflatten(self.out_tree, self._other[key](*leaves))
+
+
+def _host_retype(value: Any, float_dtype: Any) -> Any:
+    """Cast a concrete floating array on the host (no per-shape compilation of a convert op)."""
+    value = np.asarray(value)
+    return retype_value(value, float_dtype) if jnp.issubdtype(value.dtype, jnp.inexact) else value
 
 
 _CACHE: collections.OrderedDict[Any, _Program] = collections.OrderedDict()
@@ -249,7 +255,7 @@ def _as_input(x: Any) -> jax.Array:
         raise TypeError(f"x has dtype {x.dtype}; pass floating images, e.g. x.astype(jnp.float32)")
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"x must have a leading batch axis with at least one example, got shape {x.shape}")
-    if not bool(jnp.all(jnp.isfinite(x))):
+    if not np.all(np.isfinite(np.asarray(x))):
         raise ValueError("x contains NaN or inf; check equivariance on finite inputs")
     return x
 
@@ -308,7 +314,7 @@ def _check_out_size(group: Group, out_action: Any, y_shape: Any) -> None:
         )
 
 
-def _as_elements(group: Group, elements: Any) -> jax.Array:
+def _as_elements(group: Group, elements: Any) -> np.ndarray:
     if elements is None:
         chosen = group.non_identity()
         if chosen.shape[0] == 0:
@@ -319,7 +325,7 @@ def _as_elements(group: Group, elements: Any) -> jax.Array:
         raise ValueError("elements is empty; pass at least one group element, or None for all")
     for row in rows:
         group.index(row)  # raises a clear error for non-members
-    return jnp.asarray(np.stack(rows), dtype=group.elements.dtype)
+    return np.stack(rows).astype(np.asarray(group.elements).dtype)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -512,7 +518,7 @@ def check(
         if isinstance(decision, str):
             decision = _decide_by_bound(rel, bound, decision)
 
-    y_finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(y))
+    y_finite = all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(y))
     for i in range(len(rel)):
         if not stats["defined"][i]:
             decision.verdicts[i], decision.methods[i] = "broken", "stride"

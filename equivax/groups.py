@@ -123,8 +123,8 @@ class Group:
 
     def non_identity(self) -> jax.Array:
         """All elements except the identity, in order."""
-        keep = [i for i in range(len(self)) if i != self.index(self.identity)]
-        return self.elements[np.asarray(keep, dtype=np.int32)]
+        table = np.asarray(self.elements)
+        return table[np.arange(len(table)) != self.index(self.identity)]
 
     @property
     def has_rotations(self) -> bool:

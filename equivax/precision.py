@@ -67,6 +67,8 @@ def retype_value(value: Any, float_dtype: Any) -> Any:
     new = _target(dtype, np.dtype(float_dtype))
     if new is None or new == dtype:
         return value
+    if isinstance(value, np.ndarray | np.generic):
+        return value.astype(new)
     return jnp.asarray(value, dtype=new)
 
 

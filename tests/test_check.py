@@ -1,0 +1,399 @@
+"""The check's contract: exact layers pass, structural breaks fail, bad input explains itself."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax import lax
+from layers import deep_circular_cnn, p4_network, weights
+
+import equivax
+from equivax import actions, groups, zoo
+
+C4 = groups.rotations()
+REGULAR_C4 = actions.regular(C4)
+
+
+def images(shape=(2, 8, 8, 3), seed=0, dtype=jnp.float32):
+    return jax.random.normal(jax.random.key(seed), shape, dtype=dtype)
+
+
+def verdict_set(result):
+    return set(result.verdicts)
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    """Run a test in float32, and in float64 with x64 enabled (the demoted re-run decides)."""
+    if request.param == "float32":
+        yield jnp.float32
+    else:
+        with jax.enable_x64(True):
+            yield jnp.float64
+
+
+@pytest.fixture(params=["plain", "jit"])
+def wrap(request):
+    """The checker must see through a user's own jax.jit."""
+    return (lambda f: f) if request.param == "plain" else jax.jit
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact layers are never flagged, in float32 and float64, with no tolerance.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_circular_conv_is_equivariant_under_every_shift(dtype, wrap):
+    x = images(dtype=dtype)
+    f = wrap(zoo.circular_conv(weights((3, 3, 3, 5)).astype(dtype)))
+    result = equivax.check(f, x, groups.translations(8, 8))
+    assert len(result.verdicts) == 63
+    assert verdict_set(result) == {"equivariant"}, result
+    assert result.methods[0] == "float64"
+    assert result.dtype == jnp.dtype(dtype).name
+
+
+def test_global_mean_is_invariant_under_p4m(dtype):
+    x = images((2, 6, 6, 3), dtype=dtype)
+    result = equivax.check(zoo.global_mean, x, groups.p4m(6), out_action=actions.trivial())
+    assert len(result.verdicts) == 6 * 6 * 8 - 1
+    assert result.ok, result
+
+
+def test_p4_lifting_is_equivariant_with_the_regular_action(dtype, wrap):
+    x = images((2, 7, 7, 3), dtype=dtype)
+    f = wrap(zoo.p4_lifting(weights((3, 3, 3, 4)).astype(dtype)))
+    result = equivax.check(f, x, C4, out_action=REGULAR_C4)
+    assert result.ok, result
+
+
+def test_p4_lifting_is_equivariant_under_p4m_translations_part():
+    x = images((1, 6, 6, 2))
+    g = groups.p4(6)
+    result = equivax.check(zoo.p4_lifting(weights((3, 3, 2, 3))), x, g, out_action=actions.regular(g))
+    assert len(result.verdicts) == 6 * 6 * 4 - 1
+    assert result.ok, result
+
+
+def test_deep_circular_cnn_with_large_activations(dtype):
+    x = images((2, 8, 8, 3), dtype=dtype) * 10
+    f = deep_circular_cnn(depth=6, gain=3.0)
+    assert float(jnp.max(f(x))) > 1e3  # the activations really are large
+    result = equivax.check(f, x, groups.translations(8, 8))
+    assert result.ok, result
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact layers with large float32 rounding are never flagged.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_mean_after_large_offset_has_large_rounding_but_passes():
+    w = weights((3, 3, 3, 4))
+    conv = zoo.circular_conv(w)
+
+    def f(x):
+        return jnp.mean(conv(x) + 3e3, axis=(1, 2)) - 3e3
+
+    x = images((2, 16, 16, 3))
+    result = equivax.check(f, x, groups.translations(16, 16), out_action=actions.trivial())
+    assert np.max(result.rel_error) > 1e-4, "the float32 error should be large for this test to mean anything"
+    assert result.ok, result
+    assert result.rounding > 1e-5
+
+
+def test_eight_layer_p4_tanh_network():
+    x = images((1, 6, 6, 3))
+    result = equivax.check(p4_network(depth=8, width=4), x, C4, out_action=REGULAR_C4)
+    assert np.max(result.rel_error) > 1e-8
+    assert result.ok, result
+
+
+def test_closure_over_float32_weights_with_lax_conv_directly():
+    w = weights((3, 3, 3, 4))  # float32, closed over; lax.conv demands equal dtypes
+
+    def f(x):
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="wrap")
+        y = lax.conv_general_dilated(xp, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.tanh(y)
+
+    result = equivax.check(f, images(), groups.translations(8, 8))
+    assert result.ok and result.methods[0] == "float64", result
+
+
+# ------------------------------------------------------------------------------------------------
+# Structural breaks are always flagged, including small ones.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_zero_padded_conv_breaks_under_circular_shifts(dtype):
+    x = images(dtype=dtype)
+    result = equivax.check(zoo.zero_padded_conv(weights((3, 3, 3, 4)).astype(dtype)), x, groups.translations(8, 8))
+    assert verdict_set(result) == {"broken"}
+    assert np.all(result.rel_error > 1e-2)
+
+
+def test_stride_two_max_pool_breaks_for_odd_shifts_only():
+    x = images()
+    result = equivax.check(zoo.max_pool(2), x, groups.translations(8, 8), out_action=actions.strided(2))
+    odd = (result.elements[:, 0] % 2 == 1) | (result.elements[:, 1] % 2 == 1)
+    assert all(v == "broken" for v in np.asarray(result.verdicts)[odd])
+    assert all(r == actions.OUTSIDE_STRIDE for r in np.asarray(result.reasons)[odd])
+    assert all(v == "equivariant" for v in np.asarray(result.verdicts)[~odd])
+    assert odd.sum() == 48 and (~odd).sum() == 15
+
+
+def test_stride_two_max_pool_is_broken_under_odd_shifts_with_plain_action_too():
+    x = images()
+    evens = groups.translations(8, 8, stride=2)
+    assert equivax.check(zoo.max_pool(2), x, evens, out_action=actions.strided(2)).ok
+    # an odd shift before the pool, followed by a global readout, shows the error numerically
+    f = lambda x: jnp.sum(zoo.max_pool(2)(x), axis=(1, 2))  # noqa: E731
+    result = equivax.check(f, x, groups.translations(8, 8, shifts=[(0, 1)]), out_action=actions.trivial())
+    assert result.verdicts == ("broken",) and result.rel_error[0] > 1e-3
+
+
+def test_tiny_fixed_bump_at_one_pixel_is_broken():
+    conv = zoo.circular_conv(weights((3, 3, 3, 4)))
+    bump = jnp.zeros((8, 8, 4)).at[2, 5].set(1e-4)
+    result = equivax.check(lambda x: conv(x) + bump, images(), groups.translations(8, 8))
+    assert verdict_set(result) == {"broken"}, result
+    assert np.max(result.rel_error) < 1e-3  # small, yet structural
+
+
+def test_one_pixel_leak_of_1e5_is_broken_at_relative_error_1e6():
+    conv = zoo.circular_conv(weights((3, 3, 3, 4), scale=10.0))
+
+    def f(x):
+        return conv(x) + 1e-5 * x[:, 3:4, 3:4, :1]
+
+    result = equivax.check(f, images(), groups.translations(8, 8))
+    assert np.median(result.rel_error) < 1e-5
+    assert verdict_set(result) == {"broken"}, result
+
+
+def test_wrong_way_p4_lifting_breaks_quarter_turns_but_not_the_half_turn(wrap):
+    f = wrap(zoo.p4_lifting(weights((3, 3, 3, 4)), clockwise=True))
+    result = equivax.check(f, images((2, 7, 7, 3)), C4, out_action=REGULAR_C4)
+    assert dict(zip(result.labels, result.verdicts, strict=True)) == {
+        "r1": "broken",
+        "r2": "equivariant",
+        "r3": "broken",
+    }
+
+
+def test_per_orientation_bias_is_broken():
+    lift = zoo.p4_lifting(weights((3, 3, 3, 4)))
+    bias = jnp.asarray([0.0, 1e-5, 0.0, 0.0])[:, None]
+    result = equivax.check(lambda x: lift(x) + bias, images((2, 7, 7, 3)), C4, out_action=REGULAR_C4)
+    assert verdict_set(result) == {"broken"}, result
+
+
+def test_nan_for_some_inputs_is_nonfinite_never_a_pass():
+    conv = zoo.circular_conv(weights((3, 3, 3, 4)))
+    result = equivax.check(lambda x: jnp.log(conv(x)), images(), groups.translations(8, 8))
+    assert verdict_set(result) == {"nonfinite"}
+    assert not result.ok
+    with pytest.raises(AssertionError, match="NaN or inf"):
+        equivax.assert_equivariant(lambda x: jnp.log(conv(x)), images(), groups.translations(8, 8))
+
+
+def test_nan_only_after_the_transform_is_flagged_for_that_element():
+    def f(x):  # finite unless the top-left pixel is exactly zero
+        return 1.0 / x[:, :1, :1, :] + 0 * x
+
+    x = jnp.ones((1, 4, 4, 1)).at[0, 2, 2, 0].set(0.0)
+    result = equivax.check(f, x, groups.translations(4, 4, shifts=[(2, 2), (1, 0)]))
+    assert dict(zip(result.labels, result.verdicts, strict=True))["shift(2,2)"] == "nonfinite"
+
+
+# ------------------------------------------------------------------------------------------------
+# Options: elements, chunks, tolerances, modules, pytrees, caching.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_elements_restricts_the_check():
+    g = groups.translations(8, 8)
+    result = equivax.check(zoo.zero_padded_conv(weights((3, 3, 3, 2))), images(), g, elements=[jnp.array([0, 1, 0, 0])])
+    assert result.labels == ("shift(0,1)",)
+    with pytest.raises(ValueError, match="not in translations"):
+        equivax.check(zoo.global_mean, images(), g, elements=[jnp.array([0, 9, 0, 0])])
+
+
+def test_chunking_gives_the_same_numbers():
+    f = zoo.zero_padded_conv(weights((3, 3, 3, 2)))
+    g = groups.translations(8, 8)
+    whole = equivax.check(f, images(), g)
+    chunked = equivax.check(f, images(), g, chunk_size=5)
+    np.testing.assert_allclose(chunked.rel_error, whole.rel_error, rtol=1e-6)
+    assert chunked.verdicts == whole.verdicts
+
+
+def test_tolerance_mode_skips_the_float64_run_and_reports_approximate():
+    f = zoo.zero_padded_conv(weights((3, 3, 3, 2)))
+    g = groups.translations(8, 8, shifts=[(0, 1)])
+    loose = equivax.check(f, images(), g, rtol=10.0)
+    tight = equivax.check(f, images(), g, rtol=1e-6)
+    assert loose.verdicts == ("approximate",) and loose.methods == ("tolerance",)
+    assert tight.verdicts == ("broken",)
+    assert np.isnan(loose.rel_error64[0])
+    exact = equivax.check(zoo.circular_conv(weights((3, 3, 3, 2))), images(), g, atol=1e-3)
+    assert exact.verdicts == ("equivariant",)
+
+
+def test_nnx_module_is_accepted_directly():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 4, (3, 3), padding="CIRCULAR", rngs=rngs)
+
+        def __call__(self, x):
+            return jnp.mean(nnx.relu(self.conv(x)), axis=(1, 2))
+
+    result = equivax.check(Net(nnx.Rngs(0)), images(), groups.translations(8, 8), out_action=actions.trivial())
+    assert result.ok, result
+    zero = nnx.Conv(3, 4, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
+    assert not equivax.check(zero, images(), groups.translations(8, 8)).ok
+
+
+def test_pytree_outputs_with_a_tree_of_actions():
+    conv = zoo.circular_conv(weights((3, 3, 3, 2)))
+
+    def f(x):
+        y = conv(x)
+        return {"features": y, "pooled": jnp.mean(y, axis=(1, 2))}
+
+    g = groups.translations(8, 8)
+    result = equivax.check(f, images(), g, out_action={"features": actions.image(), "pooled": actions.trivial()})
+    assert result.ok, result
+    wrong = equivax.check(f, images(), g, out_action={"features": actions.trivial(), "pooled": actions.trivial()})
+    assert not wrong.ok
+    assert wrong.locations[wrong.worst][0] == "['features']"
+
+
+def test_second_call_with_the_same_shapes_does_not_retrace():
+    traces = []
+    w = weights((3, 3, 3, 2))
+    conv = zoo.circular_conv(w)
+
+    def f(x):
+        traces.append(1)
+        return conv(x)
+
+    g = groups.translations(8, 8)
+
+    def run(seed):
+        equivax.check(f, images(seed=seed), g)
+        equivax.check(f, images(seed=seed), g, elements=[jnp.array([0, 1, 0, 0])])
+
+    run(0)
+    first = len(traces)
+    assert first == 4  # two programs (63 and 1 elements), each tracing f(x) and the vmapped f(g·x)
+    for seed in range(1, 4):
+        run(seed)
+    assert len(traces) == first  # the float64 re-run reuses the traced program too
+
+
+def test_user_float64_input_is_decided_by_a_float32_rerun():
+    with jax.enable_x64(True):
+        x = images(dtype=jnp.float64)
+        bump = jnp.zeros((8, 8, 2), jnp.float64).at[0, 0].set(1e-9)
+        conv = zoo.circular_conv(weights((3, 3, 3, 2)).astype(jnp.float64))
+        exact = equivax.check(conv, x, groups.translations(8, 8))
+        broken = equivax.check(lambda x: conv(x) + bump, x, groups.translations(8, 8))
+    assert exact.ok and exact.rounding > 0
+    assert not broken.ok  # a 1e-9 bump is invisible to float32 but structural in float64
+
+
+def test_unknown_primitive_falls_back_to_the_documented_bound():
+    def host_square(x):
+        return jax.pure_callback(np.square, jax.ShapeDtypeStruct(x.shape, x.dtype), x, vmap_method="sequential")
+
+    result = equivax.check(host_square, images(), groups.translations(8, 8, shifts=[(0, 1)]))
+    assert result.methods == ("bound",)
+    assert result.ok
+    assert "re-run" in result.reasons[0]
+    assert result.noise_floor[0] == pytest.approx(equivax.rounding_bound(jnp.float32, 8 * 8 * 3))
+
+
+def test_result_serialises_to_json_and_reads_well():
+    result = equivax.check(zoo.zero_padded_conv(weights((3, 3, 3, 2))), images(), groups.translations(8, 8))
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["ok"] is False and len(data["elements"]) == 63
+    assert data["elements"][0]["verdict"] == "broken"
+    text = repr(result)
+    assert "broken" in text and "more elements" in text
+    assert result.worst == int(np.argmax(result.rel_error))
+
+
+def test_assertion_message_names_element_errors_floor_location_and_reproduction():
+    f = zoo.zero_padded_conv(weights((3, 3, 3, 2)))
+    with pytest.raises(AssertionError) as info:
+        equivax.assert_equivariant(f, images(), groups.translations(8, 8))
+    message = str(info.value)
+    for needle in (
+        "Worst element: shift(",
+        "relative error",
+        "float64 re-run",
+        "rounding floor",
+        "output[",
+        "Reproduce",
+    ):
+        assert needle in message, message
+    assert equivax.assert_equivariant(zoo.circular_conv(weights((3, 3, 3, 2))), images(), groups.translations(8, 8)).ok
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: one sentence naming the cause and the fix.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_rotating_a_non_square_image():
+    with pytest.raises(ValueError, match="square"):
+        equivax.check(jnp.tanh, images((1, 6, 8, 1)), C4)
+    with pytest.raises(ValueError, match="square"):
+        groups.p4(6, 8)
+
+
+def test_shift_group_larger_than_the_image():
+    with pytest.raises(ValueError, match="acts on 16x16 images but x is 8x8"):
+        equivax.check(jnp.tanh, images(), groups.translations(16, 16))
+    with pytest.raises(ValueError, match="does not fit a 8x8 image"):
+        groups.translations(8, 8, shifts=[(9, 0)])
+
+
+def test_action_whose_output_shape_differs_from_f():
+    with pytest.raises(ValueError, match=r"out_action\(g, f\(x\)\) returned shape"):
+        equivax.check(zoo.global_mean, images(), C4, out_action=lambda g, y: y[:, :1])
+
+
+def test_output_size_that_the_stride_cannot_divide():
+    with pytest.raises(ValueError, match="expects 4x4 outputs"):
+        equivax.check(zoo.max_pool(3), images((1, 8, 8, 1)), groups.translations(8, 8), out_action=actions.strided(2))
+
+
+def test_non_traceable_f():
+    def f(x):
+        return jnp.asarray(np.tanh(np.asarray(x)))
+
+    with pytest.raises(TypeError, match="not traceable"):
+        equivax.check(f, images(), groups.translations(8, 8))
+
+
+def test_mismatched_dtypes():
+    with pytest.raises(TypeError, match="dtype int32"):
+        equivax.check(jnp.tanh, jnp.ones((1, 4, 4, 1), jnp.int32), groups.translations(4, 4))
+    with pytest.raises(TypeError, match="returned dtype float16"):
+        equivax.check(jnp.tanh, images(), C4, out_action=lambda g, y: y.astype(jnp.float16))
+    with pytest.raises(TypeError, match="floating outputs"):
+        equivax.check(lambda x: jnp.argmax(x, axis=-1), images(), C4)
+
+
+def test_nonfinite_input_and_missing_action():
+    with pytest.raises(ValueError, match="NaN or inf"):
+        equivax.check(jnp.tanh, images().at[0, 0, 0, 0].set(jnp.nan), C4)
+    user = groups.finite([np.eye(2, dtype=int)] * 1)
+    with pytest.raises(ValueError, match="no natural image action"):
+        equivax.check(jnp.tanh, images(), user)
