@@ -8,7 +8,8 @@ cast to the target precision: inputs, constants, literals and dtype parameters
 (``convert_element_type``, ``iota``, ``preferred_element_type``), complex values with them
 (``complex64 -> complex128``), and nested programs (``jit``, ``custom_jvp``/``custom_vjp``,
 ``remat``, ``scan``, ``while``, ``cond``) rebuilt with the public ``lax`` control-flow functions.
-``reduce_precision`` is dropped, since it exists to emulate lower precision.
+``reduce_precision`` is dropped, since it exists to emulate lower precision, and
+``bitcast_convert_type`` runs at its original width (random floats are built from bits that way).
 
 Primitives that carry a program this module does not know raise :class:`RetypeError`; the check
 then falls back to a documented rounding bound and says so.
@@ -134,9 +135,17 @@ def _apply(eqn: Any, invals: list[Any], float_dtype: np.dtype) -> Any:
             "program equivax does not know"
         )
     if name == "bitcast_convert_type":
-        raise RetypeError("bitcast_convert_type depends on the bit width and cannot be retyped")
+        return _bitcast(eqn, invals[0], float_dtype)
     new_params = {k: _retype_param(v, float_dtype) for k, v in params.items()}
     return eqn.primitive.bind(*invals, **new_params)
+
+
+def _bitcast(eqn: Any, value: Any, float_dtype: np.dtype) -> Any:
+    """Bit patterns keep their original width (random floats are made this way): bitcast in the
+    original dtypes, then retype the result."""
+    original = eqn.invars[0].aval.dtype
+    out = eqn.primitive.bind(jnp.asarray(value).astype(original), **eqn.params)
+    return retype_value(out, float_dtype)
 
 
 def _scan(params: dict, invals: list[Any], float_dtype: np.dtype) -> list[Any]:

@@ -1,0 +1,96 @@
+"""Re-evaluation in float64 must equal what a float64 program computes, nested programs included."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from jax.extend import core as jex
+
+from equivax.precision import RetypeError, retype_value, retyped
+
+
+@jax.custom_vjp
+def triple(x):
+    return 3.0 * x
+
+
+triple.defvjp(lambda x: (triple(x), None), lambda _, g: (3.0 * g,))
+
+
+def program(x, w, float_dtype, complex_dtype):
+    """Every construct the re-run must see through: jit, scan, cond, while, custom_jvp/vjp, remat, fft.
+
+    Constants are exact in float32 (1.125, not 1.1): the re-run keeps the program's float32 values
+    and makes only its arithmetic more precise, so a literal 1.1 would stay 1.10000002.
+    """
+    y = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.jit(lambda t: jnp.tanh(t) * 2.0)(y)
+    total, _ = lax.scan(lambda c, row: (c + row.sum(), c), 0.0, y)
+    y = lax.cond(total > 0, lambda a: a * 1.5, lambda a: a - 0.25, y)
+    y = jax.nn.relu(y) + triple(y) + jax.checkpoint(jnp.sin)(y)
+    _, y = lax.while_loop(lambda s: s[0] < 3, lambda s: (s[0] + 1, s[1] * 1.125), (0, y))
+    y = y + lax.map(lambda r: r / 3.0, y, batch_size=1)
+    spectrum = jnp.fft.fft2(y.astype(complex_dtype), axes=(1, 2))
+    offsets = jnp.arange(y.shape[-1], dtype=float_dtype)
+    dot = lax.dot_general(y, w[0, 0], (((3,), (1,)), ((), ())), preferred_element_type=float_dtype)
+    return spectrum.real + offsets + float_dtype(1e-8) + dot.sum()
+
+
+def test_float64_rerun_matches_a_float64_program_exactly():
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 3))
+    closed = jax.make_jaxpr(lambda x, w: program(x, w, jnp.float32, jnp.complex64))(x, w)
+    with jax.enable_x64(True):
+        (rerun,) = jax.jit(retyped(closed, jnp.float64))(x, w)
+        x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
+        reference = program(x64, w64, jnp.float64, jnp.complex128)
+    assert rerun.dtype == jnp.float64
+    float32 = program(x, w, jnp.float32, jnp.complex64)
+    assert float(jnp.max(jnp.abs(float32 - reference))) > 1e-7  # float32 really does round
+    np.testing.assert_allclose(rerun, reference, rtol=1e-13, atol=1e-12)
+
+
+def test_closed_over_constants_and_literals_are_promoted():
+    tiny = jnp.float32(1e-9)
+    closed = jax.make_jaxpr(lambda x: (x + tiny) - x)(jnp.float32(1.0))
+    assert float(jex.jaxpr_as_fun(closed)(jnp.float32(1.0))[0]) == 0.0  # lost in float32
+    with jax.enable_x64(True):
+        (value,) = retyped(closed, jnp.float64)(1.0)
+    assert value == pytest.approx(1e-9, rel=1e-6)
+
+
+def test_reduce_precision_is_dropped():
+    closed = jax.make_jaxpr(lambda x: lax.reduce_precision(x, exponent_bits=5, mantissa_bits=2))(jnp.float32(1.1))
+    with jax.enable_x64(True):
+        (value,) = retyped(closed, jnp.float64)(1.1)
+    assert float(value) == pytest.approx(1.1)
+
+
+def test_demotion_to_float32():
+    with jax.enable_x64(True):
+        closed = jax.make_jaxpr(lambda x: jnp.sum(x * 1e-3))(jnp.ones(10, jnp.float64))
+        (value,) = retyped(closed, jnp.float32)(np.ones(10))
+    assert value.dtype == jnp.float32
+
+
+def test_integers_and_keys_are_left_alone():
+    assert retype_value(np.arange(3, dtype=np.int32), np.float64).dtype == np.int32
+    assert retype_value(np.ones(2, np.float32), np.float64).dtype == np.float64
+    assert retype_value(np.ones(2, np.complex64), np.float64).dtype == np.complex128
+
+
+def test_random_floats_made_from_bits_survive():
+    closed = jax.make_jaxpr(lambda x: x + jax.random.uniform(jax.random.key(0), x.shape))(jnp.ones(3))
+    with jax.enable_x64(True):
+        (value,) = retyped(closed, jnp.float64)(np.ones(3))
+    np.testing.assert_allclose(value, 1 + jax.random.uniform(jax.random.key(0), (3,)), rtol=1e-7)
+
+
+def test_unknown_nested_programs_are_refused():
+    opaque = jex.Primitive("opaque_call")
+    opaque.def_abstract_eval(lambda x, *, body: x)
+    body = jax.make_jaxpr(jnp.sin)(1.0)
+    closed = jax.make_jaxpr(lambda x: opaque.bind(x, body=body))(jnp.float32(1.0))
+    with pytest.raises(RetypeError, match="opaque_call"), jax.enable_x64(True):
+        retyped(closed, jnp.float64)(1.0)
