@@ -16,7 +16,8 @@ How a verdict is reached without a hand-set tolerance (see ``docs/verdicts.md``)
    ``SAFETY · (rounding · eps64 / eps32 + eps64)``; an element whose float64 error exceeds it is
    ``"broken"``, otherwise ``"equivariant"``.
 
-When f runs in float64 already, the roles swap: a float32 re-run measures the rounding and f's own
+Elements whose outputs agree bit for bit (``"exact"``) need no second run; when every element is
+exact, none is made. When f runs in float64 already, the roles swap: a float32 re-run measures the rounding and f's own
 float64 error is compared with the floor. Where no second precision can run, the documented
 :func:`rounding_bound` decides and the result says ``method="bound"``. Explicit ``rtol``/``atol``
 replace all of this and no second run is made.
@@ -41,7 +42,7 @@ from equivax.groups import Group
 from equivax.precision import RetypeError, retype_value, retyped
 from equivax.result import CheckResult
 
-__all__ = ["SAFETY", "check", "rounding_bound"]
+__all__ = ["CPU_CHUNK_BYTES", "SAFETY", "check", "clear_cache", "rounding_bound"]
 
 #: Margin between the predicted float64 rounding and the floor (2¹⁰). Rounding and structure sit
 #: about 2²⁹ apart after the re-run, so the margin costs nothing in sensitivity.
@@ -169,8 +170,12 @@ class _Kernel:
             return stats
 
         if self.chunk_size is None:
-            return y, jax.vmap(one)(elements)
-        return y, lax.map(one, elements, batch_size=self.chunk_size)
+            stats = jax.vmap(one)(elements)
+        else:
+            stats = lax.map(one, elements, batch_size=self.chunk_size)
+        stats["x_finite"] = jnp.all(jnp.isfinite(x))
+        stats["y_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(y)]))
+        return y, stats
 
 
 # ------------------------------------------------------------------------------------------------
@@ -197,6 +202,7 @@ class _Program:
                 "Python or NumPy value. Write f with jax.numpy and lax (jnp.where or lax.cond for "
                 "branches on values, no np.asarray on inputs)."
             ) from err
+        self.chunk_size = kernel.chunk_size
         self.out_tree = jax.tree.structure(self.out_shape)
         self.run = jax.jit(jex.jaxpr_as_fun(self.closed))
         self._other: dict[str, Callable[..., Any]] = {}
@@ -228,11 +234,41 @@ def _signature(tree: Any) -> tuple[Any, ...]:
     return (treedef, tuple((tuple(np.shape(a)), str(jnp.result_type(a))) for a in leaves))
 
 
+#: On CPU, evaluating every element at once is slower than chunks once the largest intermediate
+#: array outgrows the caches (measured in benchmarks/check_vs_forward.py: 2x at 1 MB per element).
+CPU_CHUNK_BYTES = 2 * 2**20
+
+
+def _largest_intermediate(jaxpr: Any) -> int:
+    largest = 0
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            shape, dtype = getattr(var.aval, "shape", ()), getattr(var.aval, "dtype", None)
+            if dtype is not None and hasattr(dtype, "itemsize"):
+                largest = max(largest, int(np.prod(shape)) * dtype.itemsize)
+        for inner in jex.jaxprs_in_params(eqn.params):
+            largest = max(largest, _largest_intermediate(inner))
+    return largest
+
+
+def _auto_chunk(program: _Program, n_elements: int) -> int | None:
+    """Chunk size for the default ``chunk_size=None``: all at once, except on a CPU whose caches
+    the per-element intermediates would overflow."""
+    if jax.default_backend() != "cpu" or n_elements < 2:
+        return None
+    per_element = _largest_intermediate(program.closed.jaxpr) / n_elements
+    chunk = int(CPU_CHUNK_BYTES // max(per_element, 1))
+    return max(chunk, 1) if chunk < n_elements else None
+
+
 def _program(kernel: _Kernel, args: tuple[Any, ...]) -> _Program:
     key = (kernel, _signature(args))
     program = _CACHE.get(key)
     if program is None:
-        program = _CACHE[key] = _Program(kernel, args)
+        program = _Program(kernel, args)
+        if kernel.chunk_size is None and (chunk := _auto_chunk(program, len(args[2]))) is not None:
+            program = _Program(dataclasses.replace(kernel, chunk_size=chunk), args)
+        _CACHE[key] = program
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
@@ -255,8 +291,6 @@ def _as_input(x: Any) -> jax.Array:
         raise TypeError(f"x has dtype {x.dtype}; pass floating images, e.g. x.astype(jnp.float32)")
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"x must have a leading batch axis with at least one example, got shape {x.shape}")
-    if not np.all(np.isfinite(np.asarray(x))):
-        raise ValueError("x contains NaN or inf; check equivariance on finite inputs")
     return x
 
 
@@ -436,19 +470,21 @@ def _decide_by_second_precision(program: _Program, args, y, stats) -> _Decision 
 # ------------------------------------------------------------------------------------------------
 
 
-def _location(y_shape: Any, flat_index: int, batched: bool) -> tuple[str, tuple[int, ...]]:
-    """Turn an index into the (examples, values) matrix of the output into (leaf, index)."""
+def _locations(y_shape: Any, flat_indices: np.ndarray, batched: bool) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Turn indices into the (examples, values) matrix of the output into (leaf, index) pairs."""
     paths = jax.tree_util.tree_flatten_with_path(y_shape)[0]
     n = paths[0][1].shape[0] if batched else 1
-    widths = [int(np.prod(leaf.shape)) // n for _, leaf in paths]
-    row, col = divmod(int(flat_index), sum(widths))
-    for (path, leaf), width in zip(paths, widths, strict=True):
-        if col < width:
-            shape = leaf.shape[1:] if batched else leaf.shape
-            inner = tuple(int(i) for i in np.unravel_index(col, shape)) if shape else ()
-            return jax.tree_util.keystr(path) or "output", ((row, *inner)) if batched else inner
-        col -= width
-    return "output", ()
+    widths = np.asarray([int(np.prod(leaf.shape)) // n for _, leaf in paths])
+    rows, cols = np.divmod(np.asarray(flat_indices, dtype=np.int64), int(widths.sum()))
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
+    leaf_of = np.searchsorted(starts, cols, side="right") - 1
+    found: list[tuple[str, tuple[int, ...]]] = []
+    for row, col, k in zip(rows.tolist(), cols.tolist(), leaf_of.tolist(), strict=True):
+        path, leaf = paths[k]
+        shape = leaf.shape[1:] if batched else leaf.shape
+        inner = tuple(int(i) for i in np.unravel_index(col - starts[k], shape)) if shape else ()
+        found.append((jax.tree_util.keystr(path) or "output", (row, *inner) if batched else inner))
+    return tuple(found)
 
 
 def check(
@@ -479,7 +515,9 @@ def check(
         non-identity element.
       rtol, atol: explicit tolerances. Given either, elements within it pass (``"approximate"``
         above the rounding bound) and no float64 re-run is made.
-      chunk_size: evaluate this many elements at a time (bounds memory); default all at once.
+      chunk_size: evaluate this many elements at a time (bounds memory). The default evaluates all
+        at once, except on CPU when the largest intermediate array would exceed
+        :data:`CPU_CHUNK_BYTES`: then it picks chunks that stay under it, which is faster there.
 
     Returns:
       A :class:`~equivax.result.CheckResult` with per-element errors and verdicts.
@@ -506,21 +544,31 @@ def check(
     program = _program(kernel, args)
     _check_out_size(group, out_action, program.out_shape[0])
     y, stats = program(*args)
-    stats = {k: np.asarray(v) for k, v in stats.items()}
+    stats = jax.device_get(stats)  # one transfer for all the statistics
+    if not stats["x_finite"]:
+        raise ValueError("x contains NaN or inf; check equivariance on finite inputs")
 
     rel = stats["rel"].astype(np.float64)
     abs_ = stats["abs"].astype(np.float64)
     bound = rounding_bound(x.dtype, int(np.prod(x.shape[1:])))
+    y_finite = bool(stats["y_finite"])
+    measurable = stats["defined"] & stats["finite"] & y_finite
+    exact = measurable & (abs_ == 0)
     if rtol is not None or atol is not None:
         decision = _decide_by_tolerance(rel, abs_, bound, rtol, atol)
-    else:
+    elif np.any(measurable & ~exact):
         decision = _decide_by_second_precision(program, args, y, stats)
         if isinstance(decision, str):
             decision = _decide_by_bound(rel, bound, decision)
+    else:  # nothing for a second precision to explain: skip the re-run
+        decision = _decide_by_bound(rel, bound, "no rounding to explain")
 
-    y_finite = all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(y))
     for i in range(len(rel)):
-        if not stats["defined"][i]:
+        if exact[i]:
+            decision.verdicts[i], decision.methods[i] = "equivariant", "exact"
+            decision.reasons[i] = "f(g·x) equals g·f(x) bit for bit"
+            decision.floor[i] = decision.rel64[i] = np.nan
+        elif not stats["defined"][i]:
             decision.verdicts[i], decision.methods[i] = "broken", "stride"
             decision.reasons[i] = actions_lib.OUTSIDE_STRIDE
             rel[i] = abs_[i] = decision.rel64[i] = decision.floor[i] = np.nan
@@ -542,7 +590,7 @@ def check(
         rel_error64=np.asarray(decision.rel64, dtype=np.float64),
         noise_floor=np.asarray(decision.floor, dtype=np.float64),
         rounding=decision.rounding,
-        locations=tuple(_location(program.out_shape[0], w, batched) for w in stats["where"]),
+        locations=_locations(program.out_shape[0], stats["where"], batched),
         dtype=str(x.dtype),
         rtol=rtol,
         atol=atol,

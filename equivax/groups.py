@@ -19,6 +19,7 @@ Cayley table.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,7 +55,8 @@ class Group:
 
     Attributes:
       name: human-readable name, e.g. ``"p4(28x28)"``.
-      elements: ``(|G|, d)`` array; row ``i`` is element ``i``. The identity is row 0 for built-ins.
+      elements: ``(|G|, d)`` array (NumPy, so host-side lookups cost no device transfer; JAX takes
+        it as it is); row ``i`` is element ``i``. The identity is row 0 for built-ins.
       labels: one label per element, for humans and reports only (``"r1"``, ``"shift(0,1)·m"``).
       identity: the ``(d,)`` identity element.
       shape: ``(H, W)`` of the images the group acts on, or ``None`` when it fits any image
@@ -66,9 +68,9 @@ class Group:
     """
 
     name: str
-    elements: jax.Array
+    elements: np.ndarray
     labels: tuple[str, ...]
-    identity: jax.Array
+    identity: np.ndarray
     compose_fn: Callable[[Element, Element], Element]
     inverse_fn: Callable[[Element], Element]
     shape: tuple[int, int] | None = None
@@ -100,28 +102,33 @@ class Group:
         return f"Group({self.name}, |G|={len(self)})"
 
     # -- host-side helpers -----------------------------------------------------------------------
+    @functools.cached_property
+    def _positions(self) -> dict[bytes, int]:
+        table = np.asarray(self.elements)
+        return {row.tobytes(): i for i, row in reversed(list(enumerate(table)))}
+
     def index(self, g: Element) -> int:
         """Index of element ``g`` (a concrete array), or raise ``ValueError`` if it is not in the group."""
-        g = np.asarray(g)
         table = np.asarray(self.elements)
+        g = np.asarray(g)
         if g.shape != table.shape[1:]:
             raise ValueError(
                 f"element {g.tolist()} has shape {g.shape}, but elements of {self.name} have shape "
                 f"{table.shape[1:]}; draw elements from group.elements"
             )
-        match = np.flatnonzero(np.all(table.reshape(len(table), -1) == g.reshape(1, -1), axis=1))
-        if match.size == 0:
+        position = self._positions.get(g.astype(table.dtype).tobytes())
+        if position is None or not np.array_equal(table[position], g):
             raise ValueError(
                 f"element {g.tolist()} is not in {self.name}; pick one of group.elements "
                 f"(e.g. {table[min(1, len(table) - 1)].tolist()})"
             )
-        return int(match[0])
+        return position
 
     def label(self, g: Element) -> str:
         """Label of a concrete element."""
         return self.labels[self.index(g)]
 
-    def non_identity(self) -> jax.Array:
+    def non_identity(self) -> np.ndarray:
         """All elements except the identity, in order."""
         table = np.asarray(self.elements)
         return table[np.arange(len(table)) != self.index(self.identity)]
@@ -213,9 +220,9 @@ def _planar(
     law = _PlanarLaw(shape)
     return Group(
         name=name,
-        elements=jnp.asarray(elements),
+        elements=elements,
         labels=tuple(_planar_label(g, shape) for g in elements),
-        identity=jnp.zeros(4, dtype=jnp.int32),
+        identity=np.zeros(4, dtype=np.int32),
         compose_fn=law.compose,
         inverse_fn=law.inverse,
         shape=shape,
@@ -428,9 +435,9 @@ def finite(
     law = _TableLaw(table, compose, inverse_index)
     return Group(
         name=name,
-        elements=jnp.asarray(table),
+        elements=table,
         labels=labels,
-        identity=jnp.asarray(table[e]),
+        identity=table[e],
         compose_fn=law.compose,
         inverse_fn=law.inverse,
         shape=None,

@@ -32,7 +32,8 @@ class CheckResult:
       abs_error: max absolute difference over the whole output.
       verdicts: one of ``"equivariant"``, ``"approximate"``, ``"broken"``, ``"nonfinite"`` each.
       reasons: one sentence per element saying why.
-      methods: what decided each verdict: ``"float64"`` (re-run in float64 and compared with the
+      methods: what decided each verdict: ``"exact"`` (f(g·x) and g·f(x) are equal bit for bit,
+        nothing to explain), ``"float64"`` (re-run in float64 and compared with the
         rounding floor), ``"tolerance"`` (the user's rtol/atol), ``"bound"`` (the documented
         rounding bound, used when no second precision could run), ``"stride"`` (outside the
         subgroup a strided action keeps) or ``"nonfinite"``.
