@@ -1,0 +1,133 @@
+"""Group convolutions for p4 and p4m: lifting (images → group feature maps) and group → group.
+
+The filter bank is transformed once per call: for every element ``g`` of the point group ``K``
+(4 quarter turns for p4; those and their mirrors for p4m), the filter is turned/mirrored by ``g``
+and, for group convolutions, its input-orientation axis permuted by the regular action of ``g``.
+One ordinary convolution with the stacked bank then computes every output orientation; nothing
+loops over examples. The transforms are the library's own actions applied to the filter, so the
+layers use the same conventions as the checks (see docs/conventions.md).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from equivax import actions
+from equivax.nn import _common
+from equivax.nn.contract import POINT_GROUPS, Contract
+
+__all__ = ["GroupConv", "LiftingConv"]
+
+
+def _elements(group: str) -> list[np.ndarray]:
+    return [np.asarray([0, 0, k, m], dtype=np.int32) for k, m in POINT_GROUPS[group]]
+
+
+def lifting_bank(kernel: jax.Array, group: str) -> jax.Array:
+    """(kh, kw, C_in, C_out) → (kh, kw, C_in, |K|·C_out): one transformed copy per orientation."""
+    kh, kw, c_in, c_out = kernel.shape
+    as_image = kernel.reshape(1, kh, kw, c_in * c_out)
+    act = actions.image()
+    bank = jnp.stack([act(g, as_image)[0].reshape(kh, kw, c_in, c_out) for g in _elements(group)], axis=3)
+    return bank.reshape(kh, kw, c_in, -1)
+
+
+def group_bank(kernel: jax.Array, group: str) -> jax.Array:
+    """(kh, kw, |K|, C_in, C_out) → (kh, kw, |K|·C_in, |K|·C_out)."""
+    kh, kw, k, c_in, c_out = kernel.shape
+    as_map = kernel.reshape(1, kh, kw, k, c_in * c_out)
+    act = actions.RegularAction(POINT_GROUPS[group])
+    bank = [act(g, as_map)[0].reshape(kh, kw, k, c_in, c_out) for g in _elements(group)]
+    return jnp.stack(bank, axis=4).reshape(kh, kw, k * c_in, k * c_out)
+
+
+def _he_normal(rngs: nnx.Rngs, shape: tuple[int, ...], fan_in: int) -> jax.Array:
+    return jax.random.normal(rngs.params(), shape) * jnp.sqrt(2.0 / fan_in)
+
+
+class LiftingConv(nnx.Module):
+    """Lifting convolution Z² → G for G = p4 or p4m: NHWC images to (N, H, W, |K|, C_out).
+
+    Exactly equivariant to the point group (quarter turns, and mirrors for p4m) with either
+    padding, because zero padding is symmetric about the centre of a square image; to circular
+    shifts with ``padding="circular"``. The bias is shared over orientations.
+
+    Example:
+      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> LiftingConv(1, 6, group="p4m", rngs=nnx.Rngs(0))(jnp.ones((2, 9, 9, 1))).shape
+      (2, 9, 9, 8, 6)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        *,
+        group: str = "p4",
+        padding: str = "zeros",
+        stride: int = 1,
+        use_bias: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        self.group = _common.check_group(group)
+        self.padding = _common.check_padding(padding)
+        self.stride = stride
+        self.in_features = in_features
+        _common.check_kernel(kernel_size, odd=True)
+        shape = (kernel_size, kernel_size, in_features, out_features)
+        self.kernel = nnx.Param(_he_normal(rngs, shape, kernel_size**2 * in_features))
+        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+        self.contract = Contract(group, "image", "regular", stride, padding, layout=group)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _common.check_input(x, "LiftingConv", None, self.in_features)
+        bank = lifting_bank(self.kernel[...], self.group)
+        y = _common.split_orientations(_common.conv(x, bank, self.padding, self.stride), len(POINT_GROUPS[self.group]))
+        return y if self.bias is None else y + self.bias[...]
+
+
+class GroupConv(nnx.Module):
+    """Group convolution G → G for G = p4 or p4m on (N, H, W, |K|, C) feature maps.
+
+    Example:
+      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> GroupConv(3, 5, group="p4", rngs=nnx.Rngs(0))(jnp.ones((1, 7, 7, 4, 3))).shape
+      (1, 7, 7, 4, 5)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        *,
+        group: str = "p4",
+        padding: str = "zeros",
+        stride: int = 1,
+        use_bias: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        self.group = _common.check_group(group)
+        self.padding = _common.check_padding(padding)
+        self.stride = stride
+        self.in_features = in_features
+        _common.check_kernel(kernel_size, odd=True)
+        k = len(POINT_GROUPS[group])
+        shape = (kernel_size, kernel_size, k, in_features, out_features)
+        self.kernel = nnx.Param(_he_normal(rngs, shape, kernel_size**2 * k * in_features))
+        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+        self.contract = Contract(group, "regular", "regular", stride, padding, layout=group)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _common.check_input(x, "GroupConv", self.group, self.in_features)
+        k = x.shape[3]
+        bank = group_bank(self.kernel[...], self.group)
+        y = _common.conv(_common.merge_orientations(x), bank, self.padding, self.stride)
+        y = _common.split_orientations(y, k)
+        return y if self.bias is None else y + self.bias[...]
