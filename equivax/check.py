@@ -82,6 +82,9 @@ class _Module:
     def __call__(self, params: Any, x: jax.Array) -> Any:
         from flax import nnx
 
+        # Re-bind the state at the current trace level (inside vmap or lax.map), so a module that
+        # updates its state as it runs (batch statistics, RNG counts) may do so; updates are dropped.
+        params = lax.optimization_barrier(params)
         return nnx.merge(self.graphdef, params)(x)
 
 
@@ -190,12 +193,24 @@ _TRACER_ERRORS = (
 )
 
 
+def _flax_trace_error() -> type[Exception]:
+    from flax import errors
+
+    return errors.TraceContextError
+
+
 class _Program:
     """A traced kernel, its compiled run in f's precision and (lazily) in the other precision."""
 
     def __init__(self, kernel: _Kernel, args: tuple[Any, ...]):
         try:
             self.closed, self.out_shape = jax.make_jaxpr(kernel, return_shape=True)(*args)
+        except _flax_trace_error() as err:
+            raise TypeError(
+                "f updates a Flax module it closes over (batch statistics in training mode, say), which "
+                "cannot happen inside the check's trace: pass the module itself to check (its updates "
+                "are then made on a copy and dropped), or call module.eval() first"
+            ) from err
         except _TRACER_ERRORS as err:
             raise TypeError(
                 f"f is not traceable by JAX ({type(err).__name__}): it turns a traced array into a "

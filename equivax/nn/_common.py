@@ -63,7 +63,12 @@ def check_divisible(x: jax.Array, layer: str, stride: int) -> None:
 
 
 def conv(x: jax.Array, kernel: jax.Array, padding: str, stride: int) -> jax.Array:
-    """2-D correlation of NHWC ``x`` with an HWIO ``kernel``: circular or zero ("SAME") padding."""
+    """2-D correlation of NHWC ``x`` with an HWIO ``kernel``: circular or zero ("SAME") padding.
+
+    Input and kernel are promoted to a common dtype, so float64 inputs run in float64.
+    """
+    dtype = jnp.result_type(x, kernel)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
     if padding == "circular":
         ph, pw = kernel.shape[0] // 2, kernel.shape[1] // 2
         x = jnp.pad(x, ((0, 0), (ph, kernel.shape[0] - 1 - ph), (pw, kernel.shape[1] - 1 - pw), (0, 0)), mode="wrap")

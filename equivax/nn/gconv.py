@@ -4,8 +4,8 @@ The filter bank is transformed once per call: for every element ``g`` of the poi
 (4 quarter turns for p4; those and their mirrors for p4m), the filter is turned/mirrored by ``g``
 and, for group convolutions, its input-orientation axis permuted by the regular action of ``g``.
 One ordinary convolution with the stacked bank then computes every output orientation; nothing
-loops over examples. The transforms are the library's own actions applied to the filter, so the
-layers use the same conventions as the checks (see docs/conventions.md).
+loops over examples. The transforms follow the conventions of :mod:`equivax.actions` (see
+docs/conventions.md); the tests check each bank against the actions themselves.
 """
 
 from __future__ import annotations
@@ -15,32 +15,40 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from equivax import actions
 from equivax.nn import _common
 from equivax.nn.contract import POINT_GROUPS, Contract
 
 __all__ = ["GroupConv", "LiftingConv"]
 
 
-def _elements(group: str) -> list[np.ndarray]:
-    return [np.asarray([0, 0, k, m], dtype=np.int32) for k, m in POINT_GROUPS[group]]
+def _turn(kernel: jax.Array, k: int, m: int) -> jax.Array:
+    """The image action of the point element (k, m) on a kernel's spatial axes (0, 1):
+    mirror the width axis if ``m``, then ``k`` quarter turns, as ``actions.image`` on images."""
+    if m:
+        kernel = jnp.flip(kernel, axis=1)
+    return jnp.rot90(kernel, k, axes=(0, 1))
+
+
+def _orientation_source(points: tuple[tuple[int, int], ...], k: int, m: int) -> np.ndarray:
+    """For the point element g = (k, m): entry h of the result is the index of g⁻¹·h, so that
+    ``w[..., source, :]`` is the regular action of g on an orientation axis (as ``actions.regular``)."""
+    k_inv = ((2 * m - 1) * k) % 4
+    index = {point: i for i, point in enumerate(points)}
+    return np.asarray([index[((k_inv + (1 - 2 * m) * kh) % 4, (m + mh) % 2)] for kh, mh in points])
 
 
 def lifting_bank(kernel: jax.Array, group: str) -> jax.Array:
     """(kh, kw, C_in, C_out) → (kh, kw, C_in, |K|·C_out): one transformed copy per orientation."""
-    kh, kw, c_in, c_out = kernel.shape
-    as_image = kernel.reshape(1, kh, kw, c_in * c_out)
-    act = actions.image()
-    bank = jnp.stack([act(g, as_image)[0].reshape(kh, kw, c_in, c_out) for g in _elements(group)], axis=3)
+    kh, kw, c_in, _ = kernel.shape
+    bank = jnp.stack([_turn(kernel, k, m) for k, m in POINT_GROUPS[group]], axis=3)
     return bank.reshape(kh, kw, c_in, -1)
 
 
 def group_bank(kernel: jax.Array, group: str) -> jax.Array:
     """(kh, kw, |K|, C_in, C_out) → (kh, kw, |K|·C_in, |K|·C_out)."""
     kh, kw, k, c_in, c_out = kernel.shape
-    as_map = kernel.reshape(1, kh, kw, k, c_in * c_out)
-    act = actions.RegularAction(POINT_GROUPS[group])
-    bank = [act(g, as_map)[0].reshape(kh, kw, k, c_in, c_out) for g in _elements(group)]
+    points = POINT_GROUPS[group]
+    bank = [_turn(kernel, r, m)[:, :, _orientation_source(points, r, m)] for r, m in points]
     return jnp.stack(bank, axis=4).reshape(kh, kw, k * c_in, k * c_out)
 
 
@@ -82,7 +90,10 @@ class LiftingConv(nnx.Module):
         shape = (kernel_size, kernel_size, in_features, out_features)
         self.kernel = nnx.Param(_he_normal(rngs, shape, kernel_size**2 * in_features))
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
-        self.contract = Contract(group, "image", "regular", stride, padding, layout=group)
+        # Subsampling keeps pixels 0, s, 2s, ...; a quarter turn of an even-sized image maps them
+        # to odd ones, so a strided layer promises shifts only.
+        symmetry = group if stride == 1 else "translations"
+        self.contract = Contract(symmetry, "image", "regular", stride, padding, layout=group)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         _common.check_input(x, "LiftingConv", None, self.in_features)
@@ -122,7 +133,10 @@ class GroupConv(nnx.Module):
         shape = (kernel_size, kernel_size, k, in_features, out_features)
         self.kernel = nnx.Param(_he_normal(rngs, shape, kernel_size**2 * k * in_features))
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
-        self.contract = Contract(group, "regular", "regular", stride, padding, layout=group)
+        # Subsampling keeps pixels 0, s, 2s, ...; a quarter turn of an even-sized image maps them
+        # to odd ones, so a strided layer promises shifts only.
+        symmetry = group if stride == 1 else "translations"
+        self.contract = Contract(symmetry, "regular", "regular", stride, padding, layout=group)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         _common.check_input(x, "GroupConv", self.group, self.in_features)
