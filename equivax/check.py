@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,6 +49,15 @@ __all__ = ["CPU_CHUNK_BYTES", "SAFETY", "check", "clear_cache", "rounding_bound"
 #: about 2²⁹ apart after the re-run, so the margin costs nothing in sensitivity.
 SAFETY = 2.0**10
 
+#: Structural errors below this many float32 ulps are what rounding the parameters or the group
+#: elements to float32 produces (a filter symmetrised in float32 is symmetric to 1 ulp): they are
+#: called "approximate", not "broken".
+RESOLUTION_ULPS = 1
+
+#: Above this measured float32 rounding, float32 has lost most digits and no longer tells how much
+#: the program amplifies rounding; float64's own sensitivity is then measured directly.
+SATURATED_ROUNDING = 1e-3
+
 _EPS64 = float(np.finfo(np.float64).eps)
 _EPS32 = float(np.finfo(np.float32).eps)
 
@@ -67,9 +77,34 @@ def rounding_bound(dtype: Any, size: int) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+def _stable_hash(obj: Any) -> int:
+    """Hash for cache keys; objects that cannot be hashed (a dataclass holding arrays) go by
+    identity. The cache entry keeps them alive, so an identity is never reused while cached."""
+    try:
+        return hash(obj)
+    except TypeError:
+        return id(obj)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        hash(a), hash(b)
+    except TypeError:
+        return False
+    return bool(a == b)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class _Plain:
     fn: Callable[[Any], Any]
+
+    def __hash__(self) -> int:
+        return _stable_hash(self.fn)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Plain) and _same(self.fn, other.fn)
 
     def __call__(self, params: Any, x: jax.Array) -> Any:
         return self.fn(x)
@@ -145,7 +180,7 @@ def _same_layout(expected: Any, got: Any, what: str, fix: str) -> None:
             raise TypeError(f"{what} returned dtype {b.dtype}, but {fix} dtype {a.dtype}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class _Kernel:
     """f(x) once, then statistics of f(g·x) − g·f(x) for each element (the traced program)."""
 
@@ -153,6 +188,17 @@ class _Kernel:
     in_action: Any
     out_action: Any
     chunk_size: int | None
+
+    def _parts(self) -> tuple[Any, ...]:
+        return (self.fn, self.in_action, self.out_action, self.chunk_size)
+
+    def __hash__(self) -> int:
+        return hash(tuple(_stable_hash(part) for part in self._parts()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Kernel) and all(
+            _same(a, b) for a, b in zip(self._parts(), other._parts(), strict=True)
+        )
 
     def __call__(self, params: Any, x: jax.Array, elements: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
         y = self.fn(params, x)
@@ -230,14 +276,39 @@ class _Program:
         key = np.dtype(float_dtype).name
         if key not in self._other:
             self._other[key] = jax.jit(retyped(self.closed, float_dtype))
-        leaves = [_host_retype(a, float_dtype) for a in jax.tree.leaves(args)]
+        leaves = [
+            _host_retype(a, float_dtype, aval.dtype)
+            for a, aval in zip(jax.tree.leaves(args), self.closed.in_avals, strict=True)
+        ]
         return jax.tree.unflatten(self.out_tree, self._other[key](*leaves))
 
+    @functools.cached_property
+    def coarsest_eps(self) -> float:
+        """Machine epsilon of the lowest floating precision anywhere in the program."""
+        return max((float(jnp.finfo(d).eps) for d in _float_dtypes(self.closed.jaxpr)), default=_EPS64)
 
-def _host_retype(value: Any, float_dtype: Any) -> Any:
-    """Cast a concrete floating array on the host (no per-shape compilation of a convert op)."""
+
+def _host_retype(value: Any, float_dtype: Any, traced_dtype: Any) -> Any:
+    """Cast a concrete floating array on the host (no per-shape compilation of a convert op); give
+    integers the dtype they were traced with; leave PRNG keys and other extended dtypes alone."""
+    if jnp.issubdtype(getattr(value, "dtype", np.float32), jax.dtypes.extended):
+        return value
     value = np.asarray(value)
-    return retype_value(value, float_dtype) if jnp.issubdtype(value.dtype, jnp.inexact) else value
+    if jnp.issubdtype(value.dtype, jnp.inexact):
+        return retype_value(value, float_dtype)
+    return value.astype(traced_dtype)
+
+
+def _float_dtypes(jaxpr: Any) -> set[np.dtype]:
+    found = set()
+    for var in [*jaxpr.invars, *jaxpr.constvars, *(v for eqn in jaxpr.eqns for v in eqn.outvars)]:
+        dtype = getattr(var.aval, "dtype", None)
+        if dtype is not None and jnp.issubdtype(dtype, jnp.inexact) and not jnp.issubdtype(dtype, jax.dtypes.extended):
+            found.add(np.dtype(jnp.finfo(dtype).dtype))
+    for eqn in jaxpr.eqns:
+        for inner in jex.jaxprs_in_params(eqn.params):
+            found |= _float_dtypes(inner)
+    return found
 
 
 _CACHE: collections.OrderedDict[Any, _Program] = collections.OrderedDict()
@@ -301,6 +372,11 @@ def clear_cache() -> None:
 
 
 def _as_input(x: Any) -> jax.Array:
+    if isinstance(x, (dict, list, tuple)):
+        raise TypeError(
+            f"x must be one array (a batch of inputs), got a {type(x).__name__}; for a function of several "
+            "inputs, check a wrapper such as lambda x: f({'image': x, ...})"
+        )
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"x has dtype {x.dtype}; pass floating images, e.g. x.astype(jnp.float32)")
@@ -343,6 +419,20 @@ def _check_fits(group: Group, x: jax.Array, in_action: Any) -> None:
         raise ValueError(
             f"{group.name} acts on {h}x{w} images but x is {height}x{width}; build the group for "
             f"the input size, e.g. translations({height}, {width})"
+        )
+
+
+def _check_orientations(group: Group, action: Any, which: str) -> None:
+    """A regular action indexes orientations by its own point group; the group must stay inside it."""
+    if not isinstance(action, actions_lib.RegularAction) or group.point_group is None:
+        return
+    outside = sorted(set(group.point_group) - set(action.points))
+    if outside:
+        k, m = outside[0]
+        raise ValueError(
+            f"{which} is the regular action of {action.name} ({len(action.points)} orientations), but "
+            f"{group.name} contains r{k}{'·m' if m else ''}, which has no orientation there: use "
+            f"actions.regular({group.name.split('(')[0]}-group) or a group within {action.name}"
         )
 
 
@@ -395,10 +485,6 @@ def _relative_distance(a: Any, b: Any, batched: bool) -> float:
     return float(np.max(rel))
 
 
-def _eps_of(tree: Any) -> float:
-    return max(float(jnp.finfo(leaf.dtype).eps) for leaf in jax.tree.leaves(tree))
-
-
 @dataclasses.dataclass
 class _Decision:
     verdicts: list[str]
@@ -435,24 +521,41 @@ def _decide_by_bound(rel, bound, why: str) -> _Decision:
     return d
 
 
-def _decide_by_precision(rel_hi, rounding, eps_lo) -> _Decision:
+def _decide_by_precision(rel_hi, rounding, eps_lo, eps_user, sensitivity=0.0) -> _Decision:
+    """Compare float64 errors with the floor predicted from the measured rounding.
+
+    ``sensitivity`` is the measured float64 response to an ``eps64`` perturbation of x, used when
+    float32 rounding has saturated and no longer tells how much the program amplifies.
+    """
     n = len(rel_hi)
-    floor = SAFETY * (rounding * _EPS64 / eps_lo + _EPS64)
+    predicted = max(rounding * _EPS64 / eps_lo, sensitivity)
+    floor = SAFETY * (predicted + _EPS64)
+    resolution = RESOLUTION_ULPS * eps_user
     d = _Decision(["broken"] * n, [""] * n, ["float64"] * n, np.array(rel_hi, dtype=float), np.full(n, floor), rounding)
     for i in range(n):
         if rel_hi[i] <= floor:
             d.verdicts[i] = "equivariant"
             d.reasons[i] = f"rounding: float64 error {rel_hi[i]:.1e} is below the float64 floor {floor:.1e}"
+        elif rel_hi[i] <= resolution:
+            d.verdicts[i] = "approximate"
+            d.reasons[i] = (
+                f"structural but below {RESOLUTION_ULPS} ulps of f's precision ({rel_hi[i]:.1e}): the size of "
+                "parameters or group elements rounded to that precision; exact only with more digits"
+            )
         else:
             d.reasons[i] = f"structural: float64 error {rel_hi[i]:.1e} stays above the float64 floor {floor:.1e}"
     return d
 
 
 def _decide_by_second_precision(program: _Program, args, y, stats) -> _Decision | str:
-    """Re-run in the other precision; return the decision, or why that was not possible."""
+    """Re-run in the other precision; return the decision, or why that was not possible.
+
+    A program with any computation below float64 is re-run entirely in float64 (the high run); a
+    program that is float64 throughout is re-run in float32 (the low run) to measure its rounding.
+    """
     x = args[1]
-    user64 = x.dtype == jnp.float64
-    other = jnp.float32 if user64 else jnp.float64
+    all64 = program.coarsest_eps <= _EPS64
+    other = jnp.float32 if all64 else jnp.float64
     try:
         with jax.enable_x64(True):
             y_other, stats_other = program.run_in(other, *args)
@@ -463,21 +566,36 @@ def _decide_by_second_precision(program: _Program, args, y, stats) -> _Decision 
     except Exception as err:  # noqa: BLE001 - a backend without float64, a compile failure
         return f"the float64 re-run failed ({type(err).__name__}: {err})"
     batched = _batched(jax.tree.leaves(y), x.shape[0])
-    if user64:
+    if all64:
         rounding = _relative_distance(y_other, y, batched)
-        rel_hi, eps_lo = np.asarray(stats["rel"], np.float64), _EPS32
+        rel_hi, eps_lo, y_hi = np.asarray(stats["rel"], np.float64), _EPS32, y
     else:
         rounding = _relative_distance(y, y_other, batched)
-        rel_hi, eps_lo = rel_other, _eps_of(y)
+        rel_hi, eps_lo, y_hi = rel_other, program.coarsest_eps, y_other
     if not np.isfinite(rounding):
         return "f(x) is not finite in both precisions"
-    decision = _decide_by_precision(rel_hi, rounding, eps_lo)
+    sensitivity = 0.0
+    if rounding > SATURATED_ROUNDING:
+        sensitivity = _float64_sensitivity(program, args, y_hi, batched)
+    decision = _decide_by_precision(rel_hi, rounding, eps_lo, program.coarsest_eps, sensitivity)
     bound = rounding_bound(x.dtype, int(np.prod(x.shape[1:])))
     fallback = _decide_by_bound(np.asarray(stats["rel"], np.float64), bound, "the other precision was not finite")
     for i in np.flatnonzero(np.asarray(stats["finite"]) & ~np.asarray(stats_other["finite"])):
         decision.verdicts[i], decision.reasons[i] = fallback.verdicts[i], fallback.reasons[i]
         decision.methods[i], decision.floor[i] = "bound", bound
     return decision
+
+
+def _float64_sensitivity(program: _Program, args, y_hi, batched: bool) -> float:
+    """Relative change of the float64 f(x) when x moves by a few float64 ulps: how much the
+    program amplifies float64 rounding, measured directly."""
+    params, x, elements = args
+    noise = np.random.default_rng(0).choice([-1.0, 1.0], size=x.shape)
+    nudged = np.asarray(x, np.float64) * (1 + 4 * _EPS64 * noise)
+    with jax.enable_x64(True):
+        y_nudged, _ = program.run_in(jnp.float64, params, nudged, elements)
+        y_nudged = jax.tree.map(np.asarray, y_nudged)
+    return _relative_distance(y_nudged, y_hi, batched)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -552,6 +670,8 @@ def check(
     in_action = _as_action(in_action, group, "in_action")
     out_action = _as_action(out_action, group, "out_action")
     _check_fits(group, x, in_action)
+    _check_orientations(group, in_action, "in_action")
+    _check_orientations(group, out_action, "out_action")
     chosen = _as_elements(group, elements)
     fn, params = _split(f)
     kernel = _Kernel(fn, in_action, out_action, None if chunk_size is None else int(chunk_size))

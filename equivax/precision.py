@@ -7,7 +7,8 @@ arrays included; :func:`retyped` then evaluates it equation by equation with eve
 cast to the target precision: inputs, constants, literals and dtype parameters
 (``convert_element_type``, ``iota``, ``preferred_element_type``), complex values with them
 (``complex64 -> complex128``), and nested programs (``jit``, ``custom_jvp``/``custom_vjp``,
-``remat``, ``scan``, ``while``, ``cond``) rebuilt with the public ``lax`` control-flow functions.
+``remat``, ``scan``, ``while``, ``cond``, scatters, ``custom_linear_solve``) rebuilt with the public
+``lax`` functions.
 ``reduce_precision`` is dropped, since it exists to emulate lower precision, and
 ``bitcast_convert_type`` runs at its original width (random floats are built from bits that way).
 
@@ -123,6 +124,19 @@ def _apply(eqn: Any, invals: list[Any], float_dtype: np.dtype) -> Any:
             raise RetypeError(f"cannot re-evaluate primitive {name!r} in another precision")
         outs = _eval(_closed(params[key]), float_dtype, *invals)
         return outs if eqn.primitive.multiple_results else outs[0]
+    if name in _SCATTERS:
+        operand, indices, updates = invals
+        return _SCATTERS[name](
+            operand,
+            indices,
+            updates,
+            params["dimension_numbers"],
+            indices_are_sorted=params["indices_are_sorted"],
+            unique_indices=params["unique_indices"],
+            mode=params["mode"],
+        )
+    if name == "custom_linear_solve":
+        return _linear_solve(params, invals, float_dtype)
     if name == "scan":
         return _scan(params, invals, float_dtype)
     if name == "while":
@@ -138,6 +152,24 @@ def _apply(eqn: Any, invals: list[Any], float_dtype: np.dtype) -> Any:
         return _bitcast(eqn, invals[0], float_dtype)
     new_params = {k: _retype_param(v, float_dtype) for k, v in params.items()}
     return eqn.primitive.bind(*invals, **new_params)
+
+
+_SCATTERS = {
+    "scatter": lax.scatter,
+    "scatter-add": lax.scatter_add,
+    "scatter-mul": lax.scatter_mul,
+    "scatter-min": lax.scatter_min,
+    "scatter-max": lax.scatter_max,
+}
+
+
+def _linear_solve(params: dict, invals: list[Any], float_dtype: np.dtype) -> list[Any]:
+    """Forward value of ``lax.custom_linear_solve`` (``jnp.linalg.solve``, ``inv``): its solve program."""
+    lengths, programs = params["const_lengths"], params["jaxprs"]
+    start = lengths.matvec + lengths.vecmat
+    consts = invals[start : start + lengths.solve]
+    b = invals[sum(lengths) :]
+    return _eval(programs.solve, float_dtype, *consts, *b)
 
 
 def _bitcast(eqn: Any, value: Any, float_dtype: np.dtype) -> Any:

@@ -1,5 +1,6 @@
 """The check's contract: exact layers pass, structural breaks fail, bad input explains itself."""
 
+import dataclasses
 import importlib
 import json
 
@@ -425,3 +426,91 @@ def test_nonfinite_input_and_missing_action():
     user = groups.finite([np.eye(2, dtype=int)] * 1)
     with pytest.raises(ValueError, match="no natural image action"):
         equivax.check(jnp.tanh, images(), user)
+
+
+def test_filter_symmetrised_in_float32_is_approximate_not_broken():
+    w = np.random.default_rng(0).normal(size=(3, 3, 3, 3)).astype(np.float32)
+    symmetric = (w + np.rot90(w, 1) + np.rot90(w, 2) + np.rot90(w, 3)) / np.float32(4)  # 1-ulp asymmetric
+    result = equivax.check(zoo.circular_conv(jnp.asarray(symmetric)), images(), groups.p4(8))
+    assert result.ok, result
+    assert "approximate" in result.verdicts and "broken" not in result.verdicts
+    assert any("ulps" in reason for reason in result.reasons)
+
+
+def test_float32_computation_under_float64_input_is_judged_by_a_float64_rerun():
+    blur = zoo.circular_conv(jnp.ones((3, 3, 1, 1)) / 9)
+    with jax.enable_x64(True):
+        x = images((2, 8, 8, 1), dtype=jnp.float64)
+        result = equivax.check(lambda x: blur(x.astype(jnp.float32)).astype(jnp.float64), x, groups.p4(8))
+        leaky = equivax.check(
+            lambda x: (blur(x.astype(jnp.float32)) + 1e-5 * x[:, :1, :1].astype(jnp.float32)).astype(jnp.float64),
+            x,
+            groups.translations(8, 8),
+        )
+    assert result.ok and result.rounding > 0, result
+    assert not leaky.ok
+
+
+def test_chaotic_program_measures_float64_sensitivity_directly():
+    blur = zoo.circular_conv(jnp.ones((3, 3, 3, 3)) / 27)  # symmetric under all of D4
+
+    def logistic(x):
+        y = jax.nn.sigmoid(blur(x)) * 0.8 + 0.1
+        for _ in range(40):
+            y = 3.9 * y * (1 - y)
+        return y
+
+    result = equivax.check(logistic, images(), groups.p4(8))
+    assert result.rounding > 1e-3  # float32 has lost the trajectory
+    assert result.ok, result
+
+
+def test_unhashable_callables_and_keys_in_module_state():
+    @dataclasses.dataclass
+    class Blur:
+        weight: jax.Array
+
+        def __call__(self, x):
+            return self.weight * (x + jnp.roll(x, 1, 1) + jnp.roll(x, 1, 2))
+
+    assert equivax.check(Blur(jnp.float32(1 / 3)), images(), groups.translations(8, 8)).ok
+
+    class Leaky(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 3, (3, 3), padding="CIRCULAR", rngs=rngs)
+            self.drop = nnx.Dropout(0.1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.drop(self.conv(x)) + 1e-5 * x[:, :1, :1, :]
+
+    model = Leaky(nnx.Rngs(0))
+    model.eval()
+    result = equivax.check(model, images(), groups.translations(8, 8))
+    assert not result.ok and set(result.methods) == {"float64"}
+
+
+def test_int64_elements_of_a_user_group():
+    group = groups.finite(np.arange(4), compose=lambda a, b: (a + b) % 4, action=lambda k, x: jnp.roll(x, k, axis=1))
+    x = images((2, 4, 3))
+    mix = weights((3, 3))
+
+    def f(x):
+        return jnp.tanh(x @ mix + x.mean(1, keepdims=True)) + 1e-5 * x[:, :1]
+
+    result = equivax.check(f, x, group)
+    assert set(result.verdicts) == {"broken"} and set(result.methods) == {"float64"}
+
+
+def test_regular_action_of_a_smaller_point_group_is_refused():
+    with pytest.raises(ValueError, match="orientation"):
+        equivax.check(
+            zoo.p4_lifting(weights((3, 3, 1, 2))),
+            images((1, 6, 6, 1)),
+            groups.p4m(6),
+            out_action=actions.regular(groups.p4(6)),
+        )
+
+
+def test_pytree_input_is_refused_with_a_fix():
+    with pytest.raises(TypeError, match="one array"):
+        equivax.check(lambda d: d["a"], {"a": images()}, C4)

@@ -94,3 +94,18 @@ def test_unknown_nested_programs_are_refused():
     closed = jax.make_jaxpr(lambda x: opaque.bind(x, body=body))(jnp.float32(1.0))
     with pytest.raises(RetypeError, match="opaque_call"), jax.enable_x64(True):
         retyped(closed, jnp.float64)(1.0)
+
+
+def test_scatters_and_linear_solves_are_promoted():
+    def program(a, x):
+        y = x.at[0].add(1e-9).at[1].mul(3.0).at[2].max(0.5).at[3].set(0.25)
+        return jnp.linalg.solve(a, y) + jax.ops.segment_sum(y, jnp.array([0, 0, 1, 1]), num_segments=4)
+
+    a = jnp.eye(4) * 3 + 0.1
+    x = jnp.arange(4.0)
+    closed = jax.make_jaxpr(program)(a, x)
+    with jax.enable_x64(True):
+        (rerun,) = retyped(closed, jnp.float64)(np.asarray(a, np.float64), np.asarray(x, np.float64))
+        reference = program(jnp.asarray(a, jnp.float64), jnp.asarray(x, jnp.float64))
+    assert rerun.dtype == jnp.float64
+    np.testing.assert_allclose(rerun, reference, rtol=1e-14)
