@@ -10,7 +10,8 @@ import numpy as np
 __all__ = ["VERDICTS", "CheckResult"]
 
 #: Verdicts from best to worst. ``equivariant``: the error is floating-point rounding;
-#: ``approximate``: structural but within the user's tolerance; ``broken``: structural;
+#: ``approximate``: structural but within the user's tolerance, or below one ulp of f's precision
+#: (parameters rounded to float32); ``broken``: structural;
 #: ``nonfinite``: NaN or inf in an output (never a pass).
 VERDICTS = ("equivariant", "approximate", "broken", "nonfinite")
 _PASSING = frozenset(VERDICTS[:2])
