@@ -27,16 +27,6 @@ def verdict_set(result):
     return set(result.verdicts)
 
 
-@pytest.fixture(params=["float32", "float64"])
-def dtype(request):
-    """Run a test in float32, and in float64 with x64 enabled (the demoted re-run decides)."""
-    if request.param == "float32":
-        yield jnp.float32
-    else:
-        with jax.enable_x64(True):
-            yield jnp.float64
-
-
 @pytest.fixture(params=["plain", "jit"])
 def wrap(request):
     """The checker must see through a user's own jax.jit."""

@@ -10,15 +10,6 @@ import equivax
 from equivax import groups, nn
 
 
-@pytest.fixture(params=["float32", "float64"])
-def dtype(request):
-    if request.param == "float32":
-        yield jnp.float32
-    else:
-        with jax.enable_x64(True):
-            yield jnp.float64
-
-
 def images(shape, seed=0, dtype=jnp.float32):
     return jax.random.normal(jax.random.key(seed), shape, dtype=dtype)
 

@@ -52,16 +52,51 @@ def group_bank(kernel: jax.Array, group: str) -> jax.Array:
     return jnp.stack(bank, axis=4).reshape(kh, kw, k * c_in, k * c_out)
 
 
-def _he_normal(rngs: nnx.Rngs, shape: tuple[int, ...], fan_in: int) -> jax.Array:
-    return jax.random.normal(rngs.params(), shape) * jnp.sqrt(2.0 / fan_in)
+class _GroupConvolution(nnx.Module):
+    """Shared set-up: validation, filter bank, orientation-shared bias, contract."""
+
+    input_kind = "image"
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        *,
+        group: str = "p4",
+        padding: str = "zeros",
+        stride: int = 1,
+        use_bias: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        self.group = _common.check_group(group)
+        self.padding = _common.check_padding(padding)
+        self.stride = stride
+        self.in_features = in_features
+        _common.check_kernel(kernel_size, odd=True)
+        orientations = () if self.input_kind == "image" else (len(POINT_GROUPS[group]),)
+        shape = (kernel_size, kernel_size, *orientations, in_features, out_features)
+        fan_in = int(np.prod(shape[:-1]))
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), shape) * jnp.sqrt(2.0 / fan_in))
+        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+        # Subsampling keeps pixels 0, s, 2s, ...; a quarter turn of an even-sized image maps them
+        # to odd ones, so a strided layer promises shifts only.
+        symmetry = group if stride == 1 else "translations"
+        self.contract = Contract(symmetry, self.input_kind, "regular", stride, padding, layout=group)
+
+    def _finish(self, y: jax.Array) -> jax.Array:
+        y = _common.split_orientations(y, len(POINT_GROUPS[self.group]))
+        return y if self.bias is None else y + self.bias[...]
 
 
-class LiftingConv(nnx.Module):
+class LiftingConv(_GroupConvolution):
     """Lifting convolution Z² → G for G = p4 or p4m: NHWC images to (N, H, W, |K|, C_out).
 
     Exactly equivariant to the point group (quarter turns, and mirrors for p4m) with either
     padding, because zero padding is symmetric about the centre of a square image; to circular
-    shifts with ``padding="circular"``. The bias is shared over orientations.
+    shifts with ``padding="circular"``. The bias is shared over orientations. Arguments:
+    ``in_features, out_features, kernel_size=3, *, group="p4", padding="zeros", stride=1,
+    use_bias=True, rngs``; ``kernel_size`` must be odd.
 
     Example:
       >>> from flax import nnx
@@ -70,40 +105,17 @@ class LiftingConv(nnx.Module):
       (2, 9, 9, 8, 6)
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        kernel_size: int = 3,
-        *,
-        group: str = "p4",
-        padding: str = "zeros",
-        stride: int = 1,
-        use_bias: bool = True,
-        rngs: nnx.Rngs,
-    ):
-        self.group = _common.check_group(group)
-        self.padding = _common.check_padding(padding)
-        self.stride = stride
-        self.in_features = in_features
-        _common.check_kernel(kernel_size, odd=True)
-        shape = (kernel_size, kernel_size, in_features, out_features)
-        self.kernel = nnx.Param(_he_normal(rngs, shape, kernel_size**2 * in_features))
-        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
-        # Subsampling keeps pixels 0, s, 2s, ...; a quarter turn of an even-sized image maps them
-        # to odd ones, so a strided layer promises shifts only.
-        symmetry = group if stride == 1 else "translations"
-        self.contract = Contract(symmetry, "image", "regular", stride, padding, layout=group)
+    input_kind = "image"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         _common.check_input(x, "LiftingConv", None, self.in_features)
         bank = lifting_bank(self.kernel[...], self.group)
-        y = _common.split_orientations(_common.conv(x, bank, self.padding, self.stride), len(POINT_GROUPS[self.group]))
-        return y if self.bias is None else y + self.bias[...]
+        return self._finish(_common.conv(x, bank, self.padding, self.stride))
 
 
-class GroupConv(nnx.Module):
-    """Group convolution G → G for G = p4 or p4m on (N, H, W, |K|, C) feature maps.
+class GroupConv(_GroupConvolution):
+    """Group convolution G → G for G = p4 or p4m on (N, H, W, |K|, C) feature maps; arguments as
+    :class:`LiftingConv`.
 
     Example:
       >>> from flax import nnx
@@ -112,36 +124,9 @@ class GroupConv(nnx.Module):
       (1, 7, 7, 4, 5)
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        kernel_size: int = 3,
-        *,
-        group: str = "p4",
-        padding: str = "zeros",
-        stride: int = 1,
-        use_bias: bool = True,
-        rngs: nnx.Rngs,
-    ):
-        self.group = _common.check_group(group)
-        self.padding = _common.check_padding(padding)
-        self.stride = stride
-        self.in_features = in_features
-        _common.check_kernel(kernel_size, odd=True)
-        k = len(POINT_GROUPS[group])
-        shape = (kernel_size, kernel_size, k, in_features, out_features)
-        self.kernel = nnx.Param(_he_normal(rngs, shape, kernel_size**2 * k * in_features))
-        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
-        # Subsampling keeps pixels 0, s, 2s, ...; a quarter turn of an even-sized image maps them
-        # to odd ones, so a strided layer promises shifts only.
-        symmetry = group if stride == 1 else "translations"
-        self.contract = Contract(symmetry, "regular", "regular", stride, padding, layout=group)
+    input_kind = "regular"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         _common.check_input(x, "GroupConv", self.group, self.in_features)
-        k = x.shape[3]
         bank = group_bank(self.kernel[...], self.group)
-        y = _common.conv(_common.merge_orientations(x), bank, self.padding, self.stride)
-        y = _common.split_orientations(y, k)
-        return y if self.bias is None else y + self.bias[...]
+        return self._finish(_common.conv(_common.merge_orientations(x), bank, self.padding, self.stride))
