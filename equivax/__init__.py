@@ -6,7 +6,10 @@ The public API::
     equivax.assert_equivariant(f, x, group, ...)           raises AssertionError
     equivax.groups.translations / rotations / flips / dihedral / p4 / p4m / finite
     equivax.actions.image / regular / strided / trivial / tree
+    equivax.nn: Flax NNX layers and models that declare their contracts (imported on first use)
 """
+
+import importlib
 
 from equivax import actions, groups
 from equivax.check import check, rounding_bound
@@ -16,6 +19,13 @@ from equivax.testing import assert_equivariant
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    if name == "nn":  # Flax is imported only by those who use the layers
+        return importlib.import_module("equivax.nn")
+    raise AttributeError(f"module 'equivax' has no attribute {name!r}")
+
+
 __all__ = [
     "VERDICTS",
     "CheckResult",
@@ -24,5 +34,6 @@ __all__ = [
     "assert_equivariant",
     "check",
     "groups",
+    "nn",
     "rounding_bound",
 ]
