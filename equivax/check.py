@@ -620,6 +620,41 @@ def _locations(y_shape: Any, flat_indices: np.ndarray, batched: bool) -> tuple[t
     return tuple(found)
 
 
+def _decide(program: _Program, args, y, stats, rel, abs_, rtol, atol) -> _Decision:
+    """Verdicts for every element: exact, outside the stride, non-finite, or by the chosen method.
+
+    Sets the errors of elements outside a stride's subgroup to NaN (they have no defined error).
+    """
+    x = args[1]
+    bound = rounding_bound(x.dtype, int(np.prod(x.shape[1:])))
+    y_finite = bool(stats["y_finite"])
+    measurable = stats["defined"] & stats["finite"] & y_finite
+    exact = measurable & (abs_ == 0)
+    if rtol is not None or atol is not None:
+        decision = _decide_by_tolerance(rel, abs_, bound, rtol, atol)
+    elif np.any(measurable & ~exact):
+        decision = _decide_by_second_precision(program, args, y, stats)
+        if isinstance(decision, str):
+            decision = _decide_by_bound(rel, bound, decision)
+    else:  # nothing for a second precision to explain: skip the re-run
+        decision = _decide_by_bound(rel, bound, "no rounding to explain")
+
+    for i in range(len(rel)):
+        if exact[i]:
+            decision.verdicts[i], decision.methods[i] = "equivariant", "exact"
+            decision.reasons[i] = "f(g·x) equals g·f(x) bit for bit"
+            decision.floor[i] = decision.rel64[i] = np.nan
+        elif not stats["defined"][i]:
+            decision.verdicts[i], decision.methods[i] = "broken", "stride"
+            decision.reasons[i] = actions_lib.OUTSIDE_STRIDE
+            rel[i] = abs_[i] = decision.rel64[i] = decision.floor[i] = np.nan
+        elif not (y_finite and stats["finite"][i]):
+            decision.verdicts[i], decision.methods[i] = "nonfinite", "nonfinite"
+            decision.reasons[i] = "f(x) has NaN or inf" if not y_finite else "f(g·x) has NaN or inf"
+
+    return decision
+
+
 def check(
     f: Any,
     x: Any,
@@ -683,34 +718,8 @@ def check(
     if not stats["x_finite"]:
         raise ValueError("x contains NaN or inf; check equivariance on finite inputs")
 
-    rel = stats["rel"].astype(np.float64)
-    abs_ = stats["abs"].astype(np.float64)
-    bound = rounding_bound(x.dtype, int(np.prod(x.shape[1:])))
-    y_finite = bool(stats["y_finite"])
-    measurable = stats["defined"] & stats["finite"] & y_finite
-    exact = measurable & (abs_ == 0)
-    if rtol is not None or atol is not None:
-        decision = _decide_by_tolerance(rel, abs_, bound, rtol, atol)
-    elif np.any(measurable & ~exact):
-        decision = _decide_by_second_precision(program, args, y, stats)
-        if isinstance(decision, str):
-            decision = _decide_by_bound(rel, bound, decision)
-    else:  # nothing for a second precision to explain: skip the re-run
-        decision = _decide_by_bound(rel, bound, "no rounding to explain")
-
-    for i in range(len(rel)):
-        if exact[i]:
-            decision.verdicts[i], decision.methods[i] = "equivariant", "exact"
-            decision.reasons[i] = "f(g·x) equals g·f(x) bit for bit"
-            decision.floor[i] = decision.rel64[i] = np.nan
-        elif not stats["defined"][i]:
-            decision.verdicts[i], decision.methods[i] = "broken", "stride"
-            decision.reasons[i] = actions_lib.OUTSIDE_STRIDE
-            rel[i] = abs_[i] = decision.rel64[i] = decision.floor[i] = np.nan
-        elif not (y_finite and stats["finite"][i]):
-            decision.verdicts[i], decision.methods[i] = "nonfinite", "nonfinite"
-            decision.reasons[i] = "f(x) has NaN or inf" if not y_finite else "f(g·x) has NaN or inf"
-
+    rel, abs_ = stats["rel"].astype(np.float64), stats["abs"].astype(np.float64)
+    decision = _decide(program, args, y, stats, rel, abs_, rtol, atol)
     batched = _batched(jax.tree.leaves(y), x.shape[0])
     labels = tuple(group.labels[group.index(e)] for e in np.asarray(chosen))
     return CheckResult(
