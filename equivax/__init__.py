@@ -7,6 +7,7 @@ The public API::
     equivax.groups.translations / rotations / flips / dihedral / p4 / p4m / finite
     equivax.actions.image / regular / strided / trivial / tree
     equivax.nn: Flax NNX layers and models that declare their contracts (imported on first use)
+    equivax.strategies: Hypothesis strategies (imported on first use); pytest plugin: --equivax-summary
 """
 
 import importlib
@@ -21,8 +22,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    if name == "nn":  # Flax is imported only by those who use the layers
-        return importlib.import_module("equivax.nn")
+    if name in ("nn", "strategies"):  # imported only by those who use them
+        return importlib.import_module(f"equivax.{name}")
     raise AttributeError(f"module 'equivax' has no attribute {name!r}")
 
 
@@ -36,4 +37,5 @@ __all__ = [
     "groups",
     "nn",
     "rounding_bound",
+    "strategies",
 ]

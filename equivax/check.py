@@ -58,6 +58,9 @@ RESOLUTION_ULPS = 1
 #: the program amplifies rounding; float64's own sensitivity is then measured directly.
 SATURATED_ROUNDING = 1e-3
 
+#: Callables ``observer(f, result)`` told of every finished check (the pytest plugin is one).
+OBSERVERS: list[Callable[[Any, CheckResult], None]] = []
+
 _EPS64 = float(np.finfo(np.float64).eps)
 _EPS32 = float(np.finfo(np.float32).eps)
 
@@ -722,7 +725,7 @@ def check(
     decision = _decide(program, args, y, stats, rel, abs_, rtol, atol)
     batched = _batched(jax.tree.leaves(y), x.shape[0])
     labels = tuple(group.labels[group.index(e)] for e in np.asarray(chosen))
-    return CheckResult(
+    result = CheckResult(
         group=group.name,
         labels=labels,
         elements=np.asarray(chosen),
@@ -739,3 +742,6 @@ def check(
         rtol=rtol,
         atol=atol,
     )
+    for observer in OBSERVERS:
+        observer(f, result)
+    return result
