@@ -1,11 +1,11 @@
-pytest_plugins = ["pytester"]
-
 import os
 
 import hypothesis
 import jax
 import jax.numpy as jnp
 import pytest
+
+pytest_plugins = ["pytester"]
 
 hypothesis.settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True)
 hypothesis.settings.register_profile("dev", deadline=None, max_examples=50)
