@@ -65,6 +65,9 @@ class Group:
         fixes the orientation axis of the regular action. ``None`` for user groups.
       image_action: the group's natural action on NHWC images, used when ``check`` is given no
         action; ``None`` when the group has none (then pass actions explicitly).
+      resampling_tolerance: for sampled continuous families acting by interpolation (not exactly a
+        group action on a pixel grid): the relative error up to which ``check`` calls a structural
+        error ``"approximate"`` instead of ``"broken"``. ``None`` for exact actions.
     """
 
     name: str
@@ -76,6 +79,7 @@ class Group:
     shape: tuple[int, int] | None = None
     point_group: tuple[tuple[int, int], ...] | None = None
     image_action: Callable[[Element, jax.Array], jax.Array] | None = None
+    resampling_tolerance: float | None = None
 
     # -- pytree: the elements are the data; everything else is static structure ----------------
     def tree_flatten(self):
