@@ -3,6 +3,8 @@
 The public API::
 
     equivax.check(f, x, group, in_action, out_action)      -> CheckResult
+    equivax.check_outputs(f, x, group, ...)                -> {output: CheckResult}
+    equivax.report(model, x, group)                        -> Report (layer by layer; equivax.render)
     equivax.assert_equivariant(f, x, group, ...)           raises AssertionError
     equivax.groups.translations / rotations / flips / dihedral / p4 / p4m / finite
     equivax.actions.image / regular / strided / trivial / tree
@@ -13,8 +15,9 @@ The public API::
 import importlib
 
 from equivax import actions, groups
-from equivax.check import check, rounding_bound
+from equivax.check import check, check_outputs, rounding_bound
 from equivax.groups import Group
+from equivax.report import Report, report
 from equivax.result import VERDICTS, CheckResult
 from equivax.testing import assert_equivariant
 
@@ -31,11 +34,14 @@ __all__ = [
     "VERDICTS",
     "CheckResult",
     "Group",
+    "Report",
     "actions",
     "assert_equivariant",
     "check",
+    "check_outputs",
     "groups",
     "nn",
+    "report",
     "rounding_bound",
     "strategies",
 ]

@@ -42,7 +42,10 @@ __all__ = [
 #: The interface: ``act(g, x) -> x``, traceable in both arguments.
 Action = Callable[[Any, Any], Any]
 
-OUTSIDE_STRIDE = "outside the subgroup the stride keeps"
+OUTSIDE_STRIDE = (
+    "outside the subgroup the output action represents (a shift its stride drops, or a turn or mirror "
+    "its orientation axis lacks)"
+)
 
 
 def _source_pixels(g: jax.Array, height: int, width: int, stride: int) -> tuple[jax.Array, jax.Array]:
@@ -145,7 +148,9 @@ class RegularAction:
         return jnp.take(x[:, rows, cols], perm, axis=3)
 
     def defined(self, g: jax.Array) -> jax.Array:
-        return ImageAction(self.stride).defined(g)
+        g = jnp.asarray(g).astype(jnp.int32)
+        has_point = jnp.asarray(_point_lookup(self.points))[g[2] % 4, g[3] % 2] >= 0
+        return ImageAction(self.stride).defined(g) & has_point
 
 
 def regular(group: Group, stride: int = 1) -> RegularAction:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,7 +44,7 @@ from equivax.groups import Group
 from equivax.precision import RetypeError, retype_value, retyped
 from equivax.result import CheckResult
 
-__all__ = ["CPU_CHUNK_BYTES", "SAFETY", "check", "clear_cache", "rounding_bound"]
+__all__ = ["CPU_CHUNK_BYTES", "SAFETY", "check", "check_outputs", "clear_cache", "rounding_bound"]
 
 #: Margin between the predicted float64 rounding and the floor (2¹⁰). Rounding and structure sit
 #: about 2²⁹ apart after the re-run, so the margin costs nothing in sensitivity.
@@ -172,6 +173,34 @@ def _stats(y_g: Any, target: Any, n: int) -> dict[str, jax.Array]:
     }
 
 
+def _error_map(got: jax.Array, want: jax.Array, batched: bool) -> jax.Array | None:
+    """Largest ``|f(g·x) − g·f(x)|`` at each position of a spatial output, over examples and
+    channels: a ``(H, W)`` map (``None`` for outputs without two spatial axes)."""
+    spatial = got.ndim - (1 if batched else 0)
+    if spatial < 2:
+        return None
+    diff = jnp.abs(jnp.where(jnp.isfinite(got - want), got - want, 0))
+    if not batched:
+        diff = diff[None]
+    return jnp.max(diff, axis=(0, *range(3, diff.ndim)))
+
+
+def _leaf_actions(out_action: Any, y: Any) -> list[Any]:
+    """The action that applies to each leaf of ``y``."""
+    n = len(jax.tree.leaves(y))
+    if not isinstance(out_action, actions_lib.TreeAction):
+        return [out_action] * n
+    parts = out_action.treedef.flatten_up_to(y)
+    return [act for act, part in zip(out_action.leaves, parts, strict=True) for _ in jax.tree.leaves(part)]
+
+
+def _apply(action: Any, g: jax.Array, y: Any) -> Any:
+    """``action(g, y)``; a built-in array action given a pytree output acts on each leaf."""
+    if isinstance(action, _PLANAR_ACTIONS) and not isinstance(y, jax.Array):
+        return jax.tree.map(lambda leaf: action(g, leaf), y)
+    return action(g, y)
+
+
 def _same_layout(expected: Any, got: Any, what: str, fix: str) -> None:
     want_def, got_def = jax.tree.structure(expected), jax.tree.structure(got)
     if want_def != got_def:
@@ -191,9 +220,10 @@ class _Kernel:
     in_action: Any
     out_action: Any
     chunk_size: int | None
+    each_output: bool = False  # statistics (and error maps) per leaf of f's output
 
     def _parts(self) -> tuple[Any, ...]:
-        return (self.fn, self.in_action, self.out_action, self.chunk_size)
+        return (self.fn, self.in_action, self.out_action, self.chunk_size, self.each_output)
 
     def __hash__(self) -> int:
         return hash(tuple(_stable_hash(part) for part in self._parts()))
@@ -215,10 +245,22 @@ class _Kernel:
         def one(g: jax.Array) -> dict[str, jax.Array]:
             gx = self.in_action(g, x)
             _same_layout(x, gx, "in_action(g, x)", "x has")
-            target = self.out_action(g, y)
+            target = _apply(self.out_action, g, y)
             _same_layout(y, target, "out_action(g, f(x))", "f(x) has")
-            stats = _stats(self.fn(params, gx), target, x.shape[0])
-            stats["defined"] = actions_lib.is_defined(self.in_action, g) & actions_lib.is_defined(self.out_action, g)
+            y_g = self.fn(params, gx)
+            in_defined = actions_lib.is_defined(self.in_action, g)
+            if not self.each_output:
+                stats = _stats(y_g, target, x.shape[0])
+                stats["defined"] = in_defined & actions_lib.is_defined(self.out_action, g)
+                return stats
+            got, want = jax.tree.leaves(y_g), jax.tree.leaves(target)
+            each = [_stats(a, b, x.shape[0]) for a, b in zip(got, want, strict=True)]
+            stats = {key: jnp.stack([part[key] for part in each]) for key in each[0]}
+            defined = [actions_lib.is_defined(act, g) for act in _leaf_actions(self.out_action, y)]
+            stats["defined"] = in_defined & jnp.stack(defined)
+            stats["maps"] = tuple(
+                _error_map(a, b, _batched([b], x.shape[0])) for a, b in zip(got, want, strict=True)
+            )
             return stats
 
         if self.chunk_size is None:
@@ -226,7 +268,8 @@ class _Kernel:
         else:
             stats = lax.map(one, elements, batch_size=self.chunk_size)
         stats["x_finite"] = jnp.all(jnp.isfinite(x))
-        stats["y_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(y)]))
+        y_finite = jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(y)])
+        stats["y_finite"] = y_finite if self.each_output else jnp.all(y_finite)
         return y, stats
 
 
@@ -623,7 +666,48 @@ def _locations(y_shape: Any, flat_indices: np.ndarray, batched: bool) -> tuple[t
     return tuple(found)
 
 
-def _decide(program: _Program, args, y, stats, rel, abs_, rtol, atol) -> _Decision:
+def _allow_resampling(decision: _Decision, rel: np.ndarray, group: Group) -> None:
+    """Interpolated actions are not exact group actions on a grid: structure within the family's
+    resampling tolerance is "approximate", not "broken"."""
+    tol = group.resampling_tolerance
+    for i in range(len(rel)):
+        if decision.verdicts[i] == "broken" and rel[i] <= tol:
+            decision.verdicts[i] = "approximate"
+            decision.reasons[i] = (
+                f"structural error {rel[i]:.1e} within {group.name}'s resampling tolerance {tol:.1e} "
+                "(interpolation is not an exact group action on a pixel grid)"
+            )
+
+
+class _LeafView:
+    """One output leaf of a program checked output by output, seen by the verdict functions as a
+    program of its own. Re-runs in another precision are shared by all leaves through ``memo``."""
+
+    def __init__(self, program: _Program, leaf: int, memo: dict[Any, Any]):
+        self.program, self.leaf, self.memo = program, leaf, memo
+        self.coarsest_eps = program.coarsest_eps
+
+    def run_in(self, float_dtype: Any, *args: Any) -> Any:
+        x = np.ascontiguousarray(np.asarray(args[1]))
+        key = (np.dtype(float_dtype).name, x.dtype.name, hashlib.blake2b(x.tobytes()).hexdigest())
+        if key not in self.memo:
+            self.memo[key] = jax.tree.map(np.asarray, self.program.run_in(float_dtype, *args))
+        return _leaf_of(*self.memo[key], self.leaf)
+
+
+_PER_LEAF = ("rel", "abs", "where", "finite", "defined")
+
+
+def _leaf_of(y: Any, stats: dict[str, Any], leaf: int) -> tuple[Any, dict[str, Any]]:
+    """Output leaf ``leaf`` and its statistics, from a program checked output by output."""
+    part = {key: np.asarray(stats[key])[:, leaf] for key in _PER_LEAF}
+    part["x_finite"] = stats["x_finite"]
+    part["y_finite"] = np.asarray(stats["y_finite"])[leaf]
+    part["maps"] = stats["maps"][leaf]
+    return jax.tree.leaves(y)[leaf], part
+
+
+def _decide(group: Group, program: _Program, args, y, stats, rel, abs_, rtol, atol) -> _Decision:
     """Verdicts for every element: exact, outside the stride, non-finite, or by the chosen method.
 
     Sets the errors of elements outside a stride's subgroup to NaN (they have no defined error).
@@ -641,6 +725,8 @@ def _decide(program: _Program, args, y, stats, rel, abs_, rtol, atol) -> _Decisi
             decision = _decide_by_bound(rel, bound, decision)
     else:  # nothing for a second precision to explain: skip the re-run
         decision = _decide_by_bound(rel, bound, "no rounding to explain")
+    if group.resampling_tolerance is not None and rtol is None and atol is None:
+        _allow_resampling(decision, rel, group)
 
     for i in range(len(rel)):
         if exact[i]:
@@ -700,6 +786,60 @@ def check(
       >>> equivax.check(blur, x, equivax.groups.translations(8, 8)).ok
       True
     """
+    program, args, y, stats = _run(f, x, group, in_action, out_action, elements, chunk_size, each_output=False)
+    result = _result(group, program, args, y, stats, program.out_shape[0], rtol, atol)
+    for observer in OBSERVERS:
+        observer(f, result)
+    return result
+
+
+def check_outputs(
+    f: Any,
+    x: Any,
+    group: Group,
+    in_action: Any = None,
+    out_action: Any = None,
+    *,
+    elements: Sequence[Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, CheckResult]:
+    """Like :func:`check`, with one result for each leaf of ``f``'s pytree output.
+
+    Every leaf gets its own errors, rounding measurement, floor and verdicts, and an error map
+    (``CheckResult.error_maps``) for outputs with spatial axes; still one compiled program and
+    at most one re-run in another precision. A report uses this to check every intermediate
+    output of a network at once: ``f`` returns all of them, ``out_action`` holds one action each.
+
+    Returns:
+      ``{leaf path: CheckResult}`` in the order of ``jax.tree.leaves(f(x))``; the path is
+      ``jax.tree_util.keystr`` of the leaf (``"[0]"``, ``"['logits']"``), or ``"output"`` for a
+      single array.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, equivax
+      >>> x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+      >>> f = lambda x: (jnp.roll(x, 1, axis=1), x * jnp.arange(8.0)[:, None])
+      >>> results = equivax.check_outputs(f, x, equivax.groups.translations(8, 8))
+      >>> {path: r.ok for path, r in results.items()}
+      {'[0]': True, '[1]': False}
+    """
+    program, args, y, stats = _run(f, x, group, in_action, out_action, elements, chunk_size, each_output=True)
+    memo: dict[Any, Any] = {}
+    shapes = jax.tree_util.tree_flatten_with_path(program.out_shape[0])[0]
+    results = {}
+    for leaf, (path, shape) in enumerate(shapes):
+        y_leaf, stats_leaf = _leaf_of(y, stats, leaf)
+        view = _LeafView(program, leaf, memo)
+        results[jax.tree_util.keystr(path) or "output"] = _result(
+            group, view, args, y_leaf, stats_leaf, shape, rtol, atol
+        )
+    return results
+
+
+def _run(f, x, group, in_action, out_action, elements, chunk_size, *, each_output: bool):
+    """Validate the arguments, run the compiled program, and fetch its statistics."""
     if not isinstance(group, Group):
         raise TypeError(f"group must be an equivax Group (see equivax.groups), got {type(group).__name__}")
     if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
@@ -712,7 +852,7 @@ def check(
     _check_orientations(group, out_action, "out_action")
     chosen = _as_elements(group, elements)
     fn, params = _split(f)
-    kernel = _Kernel(fn, in_action, out_action, None if chunk_size is None else int(chunk_size))
+    kernel = _Kernel(fn, in_action, out_action, None if chunk_size is None else int(chunk_size), each_output)
     args = (params, x, chosen)
     program = _program(kernel, args)
     _check_out_size(group, out_action, program.out_shape[0])
@@ -720,12 +860,18 @@ def check(
     stats = jax.device_get(stats)  # one transfer for all the statistics
     if not stats["x_finite"]:
         raise ValueError("x contains NaN or inf; check equivariance on finite inputs")
+    return program, args, y, stats
 
+
+def _result(group: Group, program, args, y, stats, y_shape, rtol, atol) -> CheckResult:
+    """Verdicts for every element, assembled into a result."""
+    params, x, chosen = args
     rel, abs_ = stats["rel"].astype(np.float64), stats["abs"].astype(np.float64)
-    decision = _decide(program, args, y, stats, rel, abs_, rtol, atol)
+    decision = _decide(group, program, args, y, stats, rel, abs_, rtol, atol)
     batched = _batched(jax.tree.leaves(y), x.shape[0])
     labels = tuple(group.labels[group.index(e)] for e in np.asarray(chosen))
-    result = CheckResult(
+    maps = stats.get("maps")
+    return CheckResult(
         group=group.name,
         labels=labels,
         elements=np.asarray(chosen),
@@ -737,11 +883,9 @@ def check(
         rel_error64=np.asarray(decision.rel64, dtype=np.float64),
         noise_floor=np.asarray(decision.floor, dtype=np.float64),
         rounding=decision.rounding,
-        locations=_locations(program.out_shape[0], stats["where"], batched),
+        locations=_locations(y_shape, stats["where"], batched),
         dtype=str(x.dtype),
         rtol=rtol,
         atol=atol,
+        error_maps=None if maps is None else np.asarray(maps, dtype=np.float64),
     )
-    for observer in OBSERVERS:
-        observer(f, result)
-    return result

@@ -29,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "Group",
+    "basic_elements",
     "dihedral",
     "finite",
     "flips",
@@ -448,3 +449,28 @@ def finite(
         point_group=None,
         image_action=action,
     )
+
+
+def basic_elements(group: Group, shifts: Sequence[int] = (1, 2)) -> np.ndarray:
+    """A small representative set of a large planar group's elements, for reports and demos.
+
+    Pure shifts by each of ``shifts`` along rows, columns and the diagonal (odd and even shifts
+    tell aliasing from border effects), plus every rotation or mirror without a shift; only those
+    that are members of ``group``, identity excluded. A group that is not planar, or has at most
+    16 elements, gives all its non-identity elements.
+
+    Example:
+      >>> import equivax
+      >>> g = equivax.groups.p4(28)
+      >>> [g.label(e) for e in basic_elements(g, shifts=(1,))]
+      ['shift(0,1)', 'shift(1,0)', 'shift(1,1)', 'r1', 'r2', 'r3']
+    """
+    if group.point_group is None or len(group) <= 16:
+        return group.non_identity()
+    wanted = list(dict.fromkeys(e for s in shifts for e in ((0, s, 0, 0), (s, 0, 0, 0), (s, s, 0, 0))))
+    wanted += [(0, 0, k, m) for k, m in group.point_group if (k, m) != (0, 0)]
+    rows = [np.asarray(e, dtype=np.asarray(group.elements).dtype) for e in wanted]
+    members = [row for row in rows if row.tobytes() in group._positions]
+    if not members:
+        return group.non_identity()[:16]
+    return np.stack(members)

@@ -47,6 +47,10 @@ class CheckResult:
       locations: where the largest absolute difference sits, per element: ``(leaf, index)``.
       dtype: dtype of the input.
       rtol, atol: the user's tolerances, if any.
+      error_maps: ``(n, H, W)``: the largest ``|f(g·x) − g·f(x)|`` at each output position (over
+        examples and channels), per element, for spatial outputs checked with
+        :func:`equivax.check_outputs`; ``None`` otherwise. Where in the map the error sits tells
+        borders from aliasing grids.
     """
 
     group: str
@@ -64,6 +68,7 @@ class CheckResult:
     dtype: str
     rtol: float | None = None
     atol: float | None = None
+    error_maps: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +113,33 @@ class CheckResult:
             "counts": self.counts(),
             "elements": rows,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], error_maps: Any = None) -> CheckResult:
+        """Rebuild a result from :meth:`to_dict` output (``error_maps`` as nested lists or an array)."""
+        rows = data["elements"]
+
+        def column(key: str) -> np.ndarray:
+            return np.asarray([np.nan if row[key] is None else row[key] for row in rows], dtype=np.float64)
+
+        return cls(
+            group=data["group"],
+            labels=tuple(row["label"] for row in rows),
+            elements=np.asarray([row["element"] for row in rows]),
+            rel_error=column("rel_error"),
+            abs_error=column("abs_error"),
+            verdicts=tuple(row["verdict"] for row in rows),
+            reasons=tuple(row["reason"] for row in rows),
+            methods=tuple(row["method"] for row in rows),
+            rel_error64=column("rel_error64"),
+            noise_floor=column("noise_floor"),
+            rounding=data["rounding"],
+            locations=tuple((row["location"]["leaf"], tuple(row["location"]["index"])) for row in rows),
+            dtype=data["dtype"],
+            rtol=data["rtol"],
+            atol=data["atol"],
+            error_maps=None if error_maps is None else np.asarray(error_maps, dtype=np.float64),
+        )
 
     def table(self, max_rows: int = 12) -> str:
         """A plain-text table of the elements, worst first, at most ``max_rows`` rows."""
