@@ -258,9 +258,7 @@ class _Kernel:
             stats = {key: jnp.stack([part[key] for part in each]) for key in each[0]}
             defined = [actions_lib.is_defined(act, g) for act in _leaf_actions(self.out_action, y)]
             stats["defined"] = in_defined & jnp.stack(defined)
-            stats["maps"] = tuple(
-                _error_map(a, b, _batched([b], x.shape[0])) for a, b in zip(got, want, strict=True)
-            )
+            stats["maps"] = tuple(_error_map(a, b, _batched([b], x.shape[0])) for a, b in zip(got, want, strict=True))
             return stats
 
         if self.chunk_size is None:
@@ -865,7 +863,7 @@ def _run(f, x, group, in_action, out_action, elements, chunk_size, *, each_outpu
 
 def _result(group: Group, program, args, y, stats, y_shape, rtol, atol) -> CheckResult:
     """Verdicts for every element, assembled into a result."""
-    params, x, chosen = args
+    x, chosen = args[1], args[2]
     rel, abs_ = stats["rel"].astype(np.float64), stats["abs"].astype(np.float64)
     decision = _decide(group, program, args, y, stats, rel, abs_, rtol, atol)
     batched = _batched(jax.tree.leaves(y), x.shape[0])

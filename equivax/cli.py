@@ -1,24 +1,33 @@
-"""Command-line interface: ``equivax check`` runs the built-in examples offline.
+"""Command-line interface: ``equivax demo``, ``equivax report`` and ``equivax check``.
 
-``equivax check`` checks a handful of reference layers (see :mod:`equivax.zoo`) against the
-symmetries they do and do not have, and prints one table per layer. Exit status 0 means every
-verdict matched what the layer is known to satisfy.
+* ``equivax demo`` checks the built-in CNN, MLP and P4CNN under shifts, quarter turns and mirrors,
+  prints where each first breaks and writes an HTML report (offline).
+* ``equivax report MODULE:FACTORY --group p4 --input-shape 28,28,1`` reports on your own model.
+* ``equivax check`` checks a handful of reference layers (see :mod:`equivax.zoo`) against the
+  symmetries they do and do not have. Exit status 0 means every verdict matched what the layer
+  is known to satisfy.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import inspect
 import json
+import os
+import pathlib
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from equivax import actions, groups, zoo
+from equivax import actions, groups, render, zoo
 from equivax.check import check
+from equivax.report import Report, report
 from equivax.result import CheckResult
 
 __all__ = ["EXAMPLES", "main"]
@@ -117,6 +126,192 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if surprises else 0
 
 
+# ------------------------------------------------------------------------------------------------
+# equivax report / equivax demo
+# ------------------------------------------------------------------------------------------------
+
+#: Group constructors by name, given the input's height and width.
+GROUPS: dict[str, Callable[[int, int], groups.Group]] = {
+    "translations": lambda h, w: groups.translations(h, w),
+    "rotations": lambda h, w: groups.rotations(),
+    "flips": lambda h, w: groups.flips(),
+    "dihedral": lambda h, w: groups.dihedral(),
+    "p4": lambda h, w: groups.p4(h),
+    "p4m": lambda h, w: groups.p4m(h),
+}
+
+
+class UsageError(Exception):
+    """A problem with the command line's arguments, reported in one line (exit status 2)."""
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--input-shape must be integers separated by commas, like 28,28,1; got {text!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise UsageError(f"--input-shape must be height,width,channels (three positive integers), got {text!r}")
+    return shape
+
+
+def _group(name: str, shape: tuple[int, ...]) -> groups.Group:
+    height, width = shape[0], shape[1]
+    rotates = name in ("rotations", "dihedral", "p4", "p4m")
+    if rotates and height != width:
+        raise UsageError(
+            f"--group {name} turns images by 90°, which needs a square input, got {height}x{width}: "
+            "use --input-shape with equal height and width, or --group translations/flips"
+        )
+    return GROUPS[name](height, width)
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """The callable named by ``MODULE:FACTORY`` (``FACTORY`` may be dotted), with errors that say
+    what to fix. The current directory is searched first, so a local ``models.py`` is found."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(f"expected MODULE:FACTORY, like my_models:build or equivax.nn:P4CNN; got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:
+        raise UsageError(
+            f"cannot import module {module_name!r} ({type(err).__name__}: {err}); run from the directory that "
+            "contains it, or install its package"
+        ) from err
+    found: Any = module
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            public = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+            raise UsageError(
+                f"module {module_name!r} has no {attribute!r}; its callables are: {', '.join(public) or 'none'}"
+            )
+        found = getattr(found, part)
+    if not callable(found):
+        raise UsageError(f"{spec} is a {type(found).__name__}, not a callable that builds the model")
+    return found
+
+
+def build_model(factory: Callable[..., Any], seed: int) -> Any:
+    """Call the factory; one with an ``rngs`` parameter gets ``nnx.Rngs(seed)``."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    kwargs: dict[str, Any] = {}
+    if "rngs" in parameters:
+        from flax import nnx
+
+        kwargs["rngs"] = nnx.Rngs(seed)
+    try:
+        return factory(**kwargs)
+    except Exception as err:
+        name = getattr(factory, "__qualname__", repr(factory))
+        raise UsageError(
+            f"the factory {name}({', '.join(f'{k}=...' for k in kwargs)}) failed: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _output(reports: list[Report], fmt: str, path: str | None) -> None:
+    if path is None:
+        text = render.FORMATS[fmt](reports) if fmt != "text" else render.terminal(reports, colour=sys.stdout.isatty())
+        sys.stdout.write(text)
+        return
+    written = render.write(reports, path, format=fmt)
+    _progress(f"wrote {written}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    shape = _input_shape(args.input_shape)
+    group = _group(args.group, shape)
+    factory = load_factory(args.factory)
+    model = build_model(factory, args.seed)
+    x = jax.random.normal(jax.random.key(args.seed), (args.batch, *shape))
+    chosen = groups.basic_elements(group) if args.elements == "basic" else None
+    count = len(group) - 1 if chosen is None else len(chosen)
+    _progress(f"checking {args.factory} under {group.name}: {count} elements, input {x.shape} ...")
+    try:
+        found = report(model, x, group, elements=chosen, name=args.factory.partition(":")[2])
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"cannot check {args.factory}: {err}") from err
+    _progress(f"done in {found.seconds:.1f} s")
+    fmt = args.format or (None if args.output is None else _format_of(args.output)) or "text"
+    _output([found], fmt, args.output)
+    return 0 if found.ok else 1
+
+
+def _format_of(path: str) -> str | None:
+    return {".html": "html", ".htm": "html", ".json": "json", ".md": "markdown", ".txt": "text"}.get(
+        pathlib.Path(path).suffix.lower()
+    )
+
+
+#: The demo's models: (name, builder, what it promises).
+DEMO_MODELS = (
+    ("CNN", "equivax.nn:CNN", {"padding": "circular"}),
+    ("MLP", "equivax.nn:MLP", {}),
+    ("P4CNN", "equivax.nn:P4CNN", {"padding": "circular"}),
+)
+
+
+def _demo_table(reports: list[Report]) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Where each model first breaks: output verdict — first broken layer", title_justify="left")
+    table.add_column("element")
+    for found in reports:
+        table.add_column(found.model)
+    for i, label in enumerate(reports[0].labels):
+        cells = []
+        for found in reports:
+            first = found.first_broken_layer(label)
+            verdict = found.output.verdicts[i]
+            colour = render._common.COLOURS.get(verdict, "")
+            cells.append(f"[{colour}]{verdict}[/] — {first or 'never'}")
+        table.add_row(label, *cells)
+    console = Console(width=120, force_terminal=sys.stdout.isatty())
+    with console.capture() as captured:
+        console.print(table)
+    return captured.get()
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from flax import nnx
+
+    size = 28
+    group = groups.p4m(size)
+    chosen = groups.basic_elements(group, shifts=(1, 2, 4))
+    x = jax.random.normal(jax.random.key(args.seed), (args.batch, size, size, 1))
+    _progress(
+        f"equivax demo: 3 models on {args.batch} random {size}x{size} images, {len(chosen)} elements of "
+        f"{group.name} (shifts by 1, 2 and 4 pixels, quarter turns, mirrors), every layer checked"
+    )
+    reports = []
+    start = time.perf_counter()
+    for i, (name, spec, kwargs) in enumerate(DEMO_MODELS, 1):
+        model = load_factory(spec)(**kwargs, rngs=nnx.Rngs(args.seed))
+        _progress(f"[{i}/{len(DEMO_MODELS)}] {name} ...")
+        reports.append(report(model, x, group, elements=chosen, name=name))
+        _progress(f"[{i}/{len(DEMO_MODELS)}] {name}: {reports[-1].output.summary()} ({reports[-1].seconds:.1f} s)")
+    print(_demo_table(reports))
+    print(
+        "Each cell: the verdict of the model's output for that element, then the first layer whose output "
+        "breaks.\nThe CNN and P4CNN use circular padding; the MLP promises nothing. Details per layer: the HTML report."
+    )
+    if args.output != "-":
+        written = render.write(reports, args.output, format="html")
+        print(f"HTML report: {written.resolve()}")
+    _progress(f"total {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="equivax", description="Verify equivariance of JAX functions.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,13 +326,50 @@ def _parser() -> argparse.ArgumentParser:
     p_check.add_argument("--rows", type=int, default=4, help="table rows per example (default 4)")
     p_check.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p_check.set_defaults(handler=_cmd_check)
+
+    p_demo = sub.add_parser(
+        "demo",
+        help="check the built-in CNN, MLP and P4CNN layer by layer and write an HTML report (offline)",
+        description="Check the built-in CNN, MLP and P4CNN under shifts by 1, 2 and 4 pixels, quarter turns and "
+        "mirrors, layer by layer; print where each model first breaks and write an HTML report.",
+    )
+    p_demo.add_argument("-o", "--output", default="equivax-demo.html", help="HTML file to write ('-' for none)")
+    p_demo.add_argument("--batch", type=int, default=4, help="random images per batch (default 4)")
+    p_demo.add_argument("--seed", type=int, default=0, help="seed of the images and the weights (default 0)")
+    p_demo.set_defaults(handler=_cmd_demo)
+
+    p_report = sub.add_parser(
+        "report",
+        help="report on your own model: end to end and layer by layer",
+        description="Build a model with MODULE:FACTORY (called with rngs=nnx.Rngs(seed) if it takes rngs), "
+        "check it layer by layer on random inputs and write the report. Exit status 1 if the output is "
+        "not equivariant, 2 for a usage error.",
+    )
+    p_report.add_argument("factory", metavar="MODULE:FACTORY", help="e.g. my_models:build or equivax.nn:P4CNN")
+    p_report.add_argument("--group", required=True, choices=sorted(GROUPS), help="the group acting on the input")
+    p_report.add_argument("--input-shape", required=True, help="height,width,channels of one input, e.g. 28,28,1")
+    p_report.add_argument("--batch", type=int, default=4, help="random inputs per batch (default 4)")
+    p_report.add_argument("--seed", type=int, default=0, help="seed of the inputs and the weights (default 0)")
+    p_report.add_argument(
+        "--elements",
+        choices=("basic", "all"),
+        default="basic",
+        help="basic: shifts by 1 and 2 and every turn or mirror (default); all: every element of the group",
+    )
+    p_report.add_argument("--format", choices=sorted(render.FORMATS), help="default: from -o's suffix, else text")
+    p_report.add_argument("-o", "--output", help="file to write (default: print to standard output)")
+    p_report.set_defaults(handler=_cmd_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``equivax`` console script."""
     args = _parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except UsageError as err:
+        print(f"equivax {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -307,9 +307,13 @@ class _Carried:
 def _carried_by_input(in_action: Any) -> _Carried:
     if isinstance(in_action, actions_lib.RegularAction):
         return _Carried("regular", in_action.stride, in_action.name)
-    if isinstance(in_action, actions_lib.ImageAction):
-        return _Carried("image", in_action.stride)
-    return _Carried("custom")
+    return _Carried("image", getattr(in_action, "stride", 1))
+
+
+def _compose(layers: Sequence[Callable[..., Any]]) -> Callable[..., Any]:
+    if len(layers) == 1:
+        return layers[0]
+    return _nnx().Sequential(*layers)
 
 
 def _ratio(before: tuple[int, ...], after: tuple[int, ...]) -> int | None:
@@ -347,24 +351,18 @@ def _plan(
     taps = _taps([layer for _, layer in named])
     try:
         shapes = [tuple(s.shape) for s in jax.eval_shape(lambda x: taps(x), x)]
-    except Exception as err:  # noqa: BLE001 - any failure of the user's model: say which input
+    except Exception as err:  # any failure of the user's model: say which input
         raise ValueError(f"the model fails on an input of shape {x.shape}: {type(err).__name__}: {err}") from err
     carried = _carried_by_input(in_action)
     found: tuple[list[Any], list[str], list[int], list[str], list[tuple[int, ...]]] = ([], [], [], [], [])
     before = tuple(x.shape)
     for (_, layer), after in zip(named, shapes, strict=True):
-        if carried.kind == "custom":
-            act, kind, stride, source = None, "custom", 1, "inferred"
-        else:
-            carried, source = _next(carried, layer, before, after)
-            act, kind, stride = carried.action(), carried.label, carried.stride
-        for column, value in zip(found, (act, kind, stride, source, after), strict=True):
+        carried, source = _next(carried, layer, before, after)
+        for column, value in zip(found, (carried.action(), carried.label, carried.stride, source, after), strict=True):
             column.append(value)
         before = after
     if out_action is not None:
         found[0][-1], found[1][-1], found[3][-1] = out_action, "given", "given"
-    if found[0][-1] is None:
-        raise ValueError("in_action is not a built-in action, so the layers' actions cannot be inferred: pass out_action")
     return found
 
 
@@ -419,11 +417,16 @@ def report(
     in_action = group.image_action if in_action is None else in_action
     if in_action is None:
         raise ValueError(f"{group.name} has no natural image action; pass in_action=your_action(g, x)")
+    if not isinstance(in_action, (actions_lib.ImageAction, actions_lib.RegularAction)):
+        if out_action is None:
+            raise ValueError(
+                "with your own in_action the actions inside the model cannot be inferred: pass out_action, "
+                "and the model is checked end to end"
+            )
+        named = [(name or _layer_name(0, model)[2:], _compose([layer for _, layer in named]))]
     out_actions, kinds, strides, sources, shapes = _plan(named, x, in_action, out_action)
     taps = _taps([layer for _, layer in named])
-    results = check_outputs(
-        taps, x, group, in_action, tuple(out_actions), elements=elements, rtol=rtol, atol=atol
-    )
+    results = check_outputs(taps, x, group, in_action, tuple(out_actions), elements=elements, rtol=rtol, atol=atol)
     layer_reports = tuple(
         LayerReport(layer_name, kind, stride, shape, source, result)
         for (layer_name, _), kind, stride, source, shape, result in zip(
@@ -433,4 +436,3 @@ def report(
     labels = layer_reports[0].result.labels
     model_name = name or (type(model).__name__ if not inspect.isfunction(model) else model.__name__)
     return Report(model_name, group.name, tuple(x.shape), labels, layer_reports, time.perf_counter() - start)
-

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from equivax.nn.contract import POINT_GROUPS
 
 NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def he_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """Gaussian weights with variance ``2 / fan_in`` (He et al. 2015), fan-in = all but the last axis.
+
+    With a concrete key the numbers are drawn on the host by NumPy, seeded by the key's bits:
+    just as reproducible, and free, where XLA would compile a random-number program for every new
+    shape (seconds each on a small CPU). Under a trace (abstract initialisation) it falls back to
+    ``jax.random.normal``.
+    """
+    std = np.sqrt(2.0 / max(int(np.prod(shape[:-1])), 1))
+    try:
+        seed = np.asarray(jax.random.key_data(key)).ravel()
+    except jax.errors.TracerArrayConversionError:
+        return (jax.random.normal(key, shape) * std).astype(dtype)
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape) * std, dtype=dtype)
+
+
+def lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """Gaussian weights with variance ``1 / fan_in``, drawn like :func:`he_normal` (for read-outs)."""
+    return he_normal(key, shape, dtype) / np.sqrt(2.0)
 
 
 def check_group(group: str | None, allowed=("p4", "p4m")) -> str | None:

@@ -42,8 +42,8 @@ class Conv(nnx.Module):
         self.padding = _common.check_padding(padding)
         self.stride = stride
         self.in_features = in_features
-        init = jax.nn.initializers.he_normal()
-        self.kernel = nnx.Param(init(rngs.params(), (kernel_size, kernel_size, in_features, out_features)))
+        shape = (kernel_size, kernel_size, in_features, out_features)
+        self.kernel = nnx.Param(_common.he_normal(rngs.params(), shape))
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
         self.contract = Contract("translations", "image", "image", stride, padding)
 

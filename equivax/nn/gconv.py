@@ -76,8 +76,7 @@ class _GroupConvolution(nnx.Module):
         _common.check_kernel(kernel_size, odd=True)
         orientations = () if self.input_kind == "image" else (len(POINT_GROUPS[group]),)
         shape = (kernel_size, kernel_size, *orientations, in_features, out_features)
-        fan_in = int(np.prod(shape[:-1]))
-        self.kernel = nnx.Param(jax.random.normal(rngs.params(), shape) * jnp.sqrt(2.0 / fan_in))
+        self.kernel = nnx.Param(_common.he_normal(rngs.params(), shape))
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
         # Subsampling keeps pixels 0, s, 2s, ...; a quarter turn of an even-sized image maps them
         # to odd ones, so a strided layer promises shifts only.

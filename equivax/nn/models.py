@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from equivax.nn._common import lecun_normal
 from equivax.nn.contract import Contract
 from equivax.nn.conv import Conv
 from equivax.nn.gconv import GroupConv, LiftingConv
@@ -84,8 +85,13 @@ class CNN(_Stack):
             channels = width
         layers.append(GlobalPool("mean"))
         self.layers = nnx.Sequential(*layers)
-        self.head = nnx.Linear(channels, num_classes, rngs=rngs)
+        self.head = nnx.Linear(channels, num_classes, kernel_init=lecun_normal, rngs=rngs)
         self.contract = _chain(layers)
+
+
+def flatten(x: jax.Array) -> jax.Array:
+    """``(N, ...) -> (N, values)``: one vector per example."""
+    return x.reshape(x.shape[0], -1)
 
 
 class MLP(_Stack):
@@ -103,14 +109,14 @@ class MLP(_Stack):
         hidden: Sequence[int] = (24,),
         rngs: nnx.Rngs,
     ):
-        layers: list[object] = [lambda x: x.reshape(x.shape[0], -1)]
+        layers: list[object] = [flatten]
         width = in_features
         for size in hidden:
-            layers += [nnx.Linear(width, size, rngs=rngs), nnx.relu]
+            layers += [nnx.Linear(width, size, kernel_init=lecun_normal, rngs=rngs), nnx.relu]
             width = size
         self.in_features = in_features
         self.layers = nnx.Sequential(*layers)
-        self.head = nnx.Linear(width, num_classes, rngs=rngs)
+        self.head = nnx.Linear(width, num_classes, kernel_init=lecun_normal, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         size = int(jnp.size(x) // x.shape[0])

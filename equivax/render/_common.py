@@ -1,0 +1,84 @@
+"""What every renderer shares: number formatting and the per-element and per-layer summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from equivax.report import BREAKS, Report
+from equivax.result import VERDICTS
+
+#: Colour of each verdict (terminal styles and HTML).
+COLOURS = {"equivariant": "#1a7f37", "approximate": "#9a6700", "broken": "#cf222e", "nonfinite": "#8250df"}
+
+
+def as_reports(reports: Report | Sequence[Report]) -> list[Report]:
+    """One report or several, as a list; a clear error for anything else."""
+    found = [reports] if isinstance(reports, Report) else list(reports)
+    if not found or not all(isinstance(r, Report) for r in found):
+        raise TypeError(f"expected an equivax Report or a sequence of them, got {type(reports).__name__}")
+    return found
+
+
+def fmt(value: Any) -> str:
+    """A relative or absolute error in three significant digits; '—' where undefined."""
+    if value is None or np.isnan(value):
+        return "—"
+    return "0" if value == 0 else f"{value:.2e}"
+
+
+def element_rows(report: Report) -> list[dict[str, str]]:
+    """Per element: the output's error and verdict, and where it first breaks."""
+    out = report.output
+    rows = []
+    for i, label in enumerate(report.labels):
+        first = report.first_broken_layer(label)
+        reason = ""
+        if first is not None:
+            layer = next(layer for layer in report.layers if layer.name == first)
+            reason = layer.result.reasons[i]
+            if layer.result.methods[i] == "stride":
+                reason = (
+                    f"its output has no action for {label}: a shift the accumulated stride {layer.stride} "
+                    "drops, or a turn or mirror its orientation axis lacks"
+                )
+        rows.append(
+            {
+                "element": label,
+                "rel_error": fmt(out.rel_error[i]),
+                "verdict": out.verdicts[i],
+                "first_break": first or "none",
+                "why": reason,
+            }
+        )
+    return rows
+
+
+def layer_rows(report: Report) -> list[dict[str, str]]:
+    """Per layer: the action checked, the worst element and the verdict counts."""
+    rows = []
+    for layer in report.layers:
+        result = layer.result
+        errors = np.nan_to_num(result.rel_error, nan=-1.0)
+        worst = int(np.argmax(errors))
+        broken = sum(v in BREAKS for v in result.verdicts)
+        strided = layer.stride > 1 and "invariant" not in layer.output
+        rows.append(
+            {
+                "layer": layer.name,
+                "output": layer.output + (f" /{layer.stride}" if strided else ""),
+                "source": layer.source,
+                "worst": result.labels[worst],
+                "rel_error": fmt(result.rel_error[worst]),
+                "counts": ", ".join(f"{n} {v}" for v, n in result.counts().items()),
+                "status": "broken" if broken else "approximate" if "approximate" in result.verdicts else "equivariant",
+            }
+        )
+    return rows
+
+
+def verdict_rank(verdict: str) -> int:
+    """0 for the best verdict, increasing toward the worst."""
+    return VERDICTS.index(verdict)
