@@ -252,12 +252,18 @@ def _format_of(path: str) -> str | None:
     )
 
 
-#: The demo's models: (name, builder, what it promises).
-DEMO_MODELS = (
-    ("CNN", "equivax.nn:CNN", {"padding": "circular"}),
-    ("MLP", "equivax.nn:MLP", {}),
-    ("P4CNN", "equivax.nn:P4CNN", {"padding": "circular"}),
-)
+def _demo_models() -> tuple[tuple[str, Callable[[int, Any], Any]], ...]:
+    from equivax.nn import CNN, MLP, P4CNN
+
+    return (
+        ("CNN", lambda size, rngs: CNN(padding="circular", rngs=rngs)),
+        ("MLP", lambda size, rngs: MLP(in_features=size * size, rngs=rngs)),
+        ("P4CNN", lambda size, rngs: P4CNN(padding="circular", rngs=rngs)),
+    )
+
+
+#: The demo's models as (name, build(size, rngs)); None means the built-in CNN, MLP and P4CNN.
+DEMO_MODELS: tuple[tuple[str, Callable[[int, Any], Any]], ...] | None = None
 
 
 def _demo_table(reports: list[Report]) -> str:
@@ -285,21 +291,23 @@ def _demo_table(reports: list[Report]) -> str:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flax import nnx
 
-    size = 28
+    size = args.size
+    if size < 4 or size % 4:
+        raise UsageError(f"--size must be a multiple of 4 (the CNN subsamples twice by 2), got {size}")
+    models = DEMO_MODELS or _demo_models()
     group = groups.p4m(size)
     chosen = groups.basic_elements(group, shifts=(1, 2, 4))
     x = jax.random.normal(jax.random.key(args.seed), (args.batch, size, size, 1))
     _progress(
-        f"equivax demo: 3 models on {args.batch} random {size}x{size} images, {len(chosen)} elements of "
-        f"{group.name} (shifts by 1, 2 and 4 pixels, quarter turns, mirrors), every layer checked"
+        f"equivax demo: {len(models)} models on {args.batch} random {size}x{size} images, {len(chosen)} elements "
+        f"of {group.name} (shifts by 1, 2 and 4 pixels, quarter turns, mirrors), every layer checked"
     )
     reports = []
     start = time.perf_counter()
-    for i, (name, spec, kwargs) in enumerate(DEMO_MODELS, 1):
-        model = load_factory(spec)(**kwargs, rngs=nnx.Rngs(args.seed))
-        _progress(f"[{i}/{len(DEMO_MODELS)}] {name} ...")
-        reports.append(report(model, x, group, elements=chosen, name=name))
-        _progress(f"[{i}/{len(DEMO_MODELS)}] {name}: {reports[-1].output.summary()} ({reports[-1].seconds:.1f} s)")
+    for i, (name, build) in enumerate(models, 1):
+        _progress(f"[{i}/{len(models)}] {name} ...")
+        reports.append(report(build(size, nnx.Rngs(args.seed)), x, group, elements=chosen, name=name))
+        _progress(f"[{i}/{len(models)}] {name}: {reports[-1].output.summary()} ({reports[-1].seconds:.1f} s)")
     print(_demo_table(reports))
     print(
         "Each cell: the verdict of the model's output for that element, then the first layer whose output "
@@ -336,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
     p_demo.add_argument("-o", "--output", default="equivax-demo.html", help="HTML file to write ('-' for none)")
     p_demo.add_argument("--batch", type=int, default=4, help="random images per batch (default 4)")
     p_demo.add_argument("--seed", type=int, default=0, help="seed of the images and the weights (default 0)")
+    p_demo.add_argument("--size", type=int, default=28, help="image height and width, a multiple of 4 (default 28)")
     p_demo.set_defaults(handler=_cmd_demo)
 
     p_report = sub.add_parser(

@@ -341,7 +341,7 @@ def _next(carried: _Carried, layer: Any, before: tuple[int, ...], after: tuple[i
         return _Carried("image", carried.stride * ratio), "inferred"
     if len(after) == 5 and ratio is not None and after[3] in _LAYOUTS:
         return _Carried("regular", carried.stride * ratio, _LAYOUTS[after[3]][0]), "inferred"
-    return _Carried("invariant"), "inferred"
+    return _Carried("invariant", carried.stride), "inferred"
 
 
 def _plan(

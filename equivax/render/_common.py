@@ -40,10 +40,7 @@ def element_rows(report: Report) -> list[dict[str, str]]:
             layer = next(layer for layer in report.layers if layer.name == first)
             reason = layer.result.reasons[i]
             if layer.result.methods[i] == "stride":
-                reason = (
-                    f"its output has no action for {label}: a shift the accumulated stride {layer.stride} "
-                    "drops, or a turn or mirror its orientation axis lacks"
-                )
+                reason = _undefined(layer.result.elements[i], layer.stride, layer.output)
         rows.append(
             {
                 "element": label,
@@ -54,6 +51,17 @@ def element_rows(report: Report) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def _undefined(element: np.ndarray, stride: int, output: str) -> str:
+    """Why a layer's output has no action for an element."""
+    element = np.asarray(element)
+    if element.shape == (4,) and (element[0] % stride or element[1] % stride):
+        return (
+            f"the output is subsampled by {stride} in all: a shift by ({element[0]}, {element[1]}) pixels moves "
+            "the sampling grid off itself (aliasing), so no shift of the output can match"
+        )
+    return f"the output ({output}) has no action for this turn or mirror: its orientation axis lacks it"
 
 
 def layer_rows(report: Report) -> list[dict[str, str]]:
