@@ -4,28 +4,33 @@ The public API::
 
     equivax.check(f, x, group, in_action, out_action)      -> CheckResult
     equivax.check_outputs(f, x, group, ...)                -> {output: CheckResult}
-    equivax.report(model, x, group)                        -> Report (layer by layer; equivax.render)
+    equivax.report(model, x, group)                        -> Report (layer by layer; equivax.render, on first use)
     equivax.assert_equivariant(f, x, group, ...)           raises AssertionError
     equivax.groups.translations / rotations / flips / dihedral / p4 / p4m / finite
     equivax.actions.image / regular / strided / trivial / tree
+    equivax.continuous: interpolated rotations, sub-pixel shifts, scalings; sampled families as groups
+    equivax.lie_derivative / lie_error / layer_lie_errors: Lie derivatives along continuous actions
+    equivax.worst_case(f, x0, group)                       -> WorstCase (gradient ascent with optax)
     equivax.nn: Flax NNX layers and models that declare their contracts (imported on first use)
     equivax.strategies: Hypothesis strategies (imported on first use); pytest plugin: --equivax-summary
 """
 
 import importlib
 
-from equivax import actions, groups
+from equivax import actions, continuous, groups, lie, search
 from equivax.check import check, check_outputs, rounding_bound
 from equivax.groups import Group
+from equivax.lie import LayerLieErrors, layer_lie_errors, lie_derivative, lie_error
 from equivax.report import Report, report
 from equivax.result import VERDICTS, CheckResult
+from equivax.search import WorstCase, worst_case
 from equivax.testing import assert_equivariant
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    if name in ("nn", "strategies"):  # imported only by those who use them
+    if name in ("nn", "render", "strategies"):  # imported only by those who use them
         return importlib.import_module(f"equivax.{name}")
     raise AttributeError(f"module 'equivax' has no attribute {name!r}")
 
@@ -34,14 +39,24 @@ __all__ = [
     "VERDICTS",
     "CheckResult",
     "Group",
+    "LayerLieErrors",
     "Report",
+    "WorstCase",
     "actions",
     "assert_equivariant",
     "check",
     "check_outputs",
+    "continuous",
     "groups",
+    "layer_lie_errors",
+    "lie",
+    "lie_derivative",
+    "lie_error",
     "nn",
+    "render",
     "report",
     "rounding_bound",
+    "search",
     "strategies",
+    "worst_case",
 ]
