@@ -18,7 +18,7 @@ The public API::
 import importlib
 
 from equivax import actions, continuous, groups, lie, search
-from equivax.check import check, check_outputs, rounding_bound
+from equivax.check import check, check_outputs, compiled_memory, rounding_bound
 from equivax.groups import Group
 from equivax.lie import LayerLieErrors, layer_lie_errors, lie_derivative, lie_error
 from equivax.report import Report, report
@@ -46,6 +46,7 @@ __all__ = [
     "assert_equivariant",
     "check",
     "check_outputs",
+    "compiled_memory",
     "continuous",
     "groups",
     "layer_lie_errors",

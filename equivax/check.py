@@ -38,13 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend import core as jex
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from equivax import actions as actions_lib
 from equivax.groups import Group
 from equivax.precision import RetypeError, retype_value, retyped
 from equivax.result import CheckResult
 
-__all__ = ["CPU_CHUNK_BYTES", "SAFETY", "check", "check_outputs", "clear_cache", "rounding_bound"]
+__all__ = ["CPU_CHUNK_BYTES", "SAFETY", "check", "check_outputs", "clear_cache", "compiled_memory", "rounding_bound"]
 
 #: Margin between the predicted float64 rounding and the floor (2¹⁰). Rounding and structure sit
 #: about 2²⁹ apart after the re-run, so the margin costs nothing in sensitivity.
@@ -221,9 +222,10 @@ class _Kernel:
     out_action: Any
     chunk_size: int | None
     each_output: bool = False  # statistics (and error maps) per leaf of f's output
+    shards: int = 1  # the element axis is split into this many equal parts, one per device
 
     def _parts(self) -> tuple[Any, ...]:
-        return (self.fn, self.in_action, self.out_action, self.chunk_size, self.each_output)
+        return (self.fn, self.in_action, self.out_action, self.chunk_size, self.each_output, self.shards)
 
     def __hash__(self) -> int:
         return hash(tuple(_stable_hash(part) for part in self._parts()))
@@ -261,10 +263,16 @@ class _Kernel:
             stats["maps"] = tuple(_error_map(a, b, _batched([b], x.shape[0])) for a, b in zip(got, want, strict=True))
             return stats
 
-        if self.chunk_size is None:
-            stats = jax.vmap(one)(elements)
-        else:
-            stats = lax.map(one, elements, batch_size=self.chunk_size)
+        def run(part: jax.Array) -> dict[str, jax.Array]:
+            if self.chunk_size is None:
+                return jax.vmap(one)(part)
+            return lax.map(one, part, batch_size=self.chunk_size)
+
+        if self.shards == 1:
+            stats = run(elements)
+        else:  # one part per device: the partitioner splits the outer axis, each device maps its part
+            parts = elements.reshape(self.shards, -1, elements.shape[-1])
+            stats = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jax.vmap(run)(parts))
         stats["x_finite"] = jnp.all(jnp.isfinite(x))
         y_finite = jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(y)])
         stats["y_finite"] = y_finite if self.each_output else jnp.all(y_finite)
@@ -289,12 +297,29 @@ def _flax_trace_error() -> type[Exception]:
     return errors.TraceContextError
 
 
-class _Program:
-    """A traced kernel, its compiled run in f's precision and (lazily) in the other precision."""
+#: Statistics with one entry per element (the others describe x and f(x)).
+_PER_ELEMENT = ("rel", "abs", "where", "finite", "defined", "maps")
 
-    def __init__(self, kernel: _Kernel, args: tuple[Any, ...]):
+
+class _Program:
+    """A traced kernel, its compiled run in f's precision and (lazily) in the other precision.
+
+    With ``kernel.shards > 1`` the elements are padded to a multiple of the number of devices and
+    placed one part per device (``NamedSharding`` over a one-axis ``Mesh``), everything else
+    replicated; XLA's SPMD partitioner splits the program accordingly. Both runs return
+    ``(y, statistics)`` with the statistics on the host, padding removed.
+    """
+
+    def __init__(self, kernel: _Kernel, args: tuple[Any, ...], devices: Sequence[Any] = ()):
+        self.keep = len(args[2])
+        self.shards = kernel.shards
+        self.devices = 1
+        if self.shards > 1:
+            mesh = Mesh(np.asarray(devices[: self.shards]), ("elements",))
+            self._split = NamedSharding(mesh, PartitionSpec("elements"))
+            self._whole = NamedSharding(mesh, PartitionSpec())
         try:
-            self.closed, self.out_shape = jax.make_jaxpr(kernel, return_shape=True)(*args)
+            self.closed, self.out_shape = jax.make_jaxpr(kernel, return_shape=True)(*self._padded(args))
         except _flax_trace_error() as err:
             raise TypeError(
                 "f updates a Flax module it closes over (batch statistics in training mode, say), which "
@@ -312,19 +337,42 @@ class _Program:
         self.run = jax.jit(jex.jaxpr_as_fun(self.closed))
         self._other: dict[str, Callable[..., Any]] = {}
 
-    def __call__(self, *args: Any) -> Any:
-        return jax.tree.unflatten(self.out_tree, self.run(*jax.tree.leaves(args)))
+    def _padded(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        params, x, elements = args
+        extra = -len(elements) % self.shards
+        if extra:
+            elements = np.concatenate([elements, np.repeat(np.asarray(elements)[:1], extra, axis=0)])
+        return params, x, elements
 
-    def run_in(self, float_dtype: Any, *args: Any) -> Any:
+    def _placed(self, leaves: list[Any]) -> list[Any]:
+        """Elements (the last argument) split over the devices, the rest on every device."""
+        if self.shards == 1:
+            return leaves
+        *rest, elements = leaves
+        return [*jax.device_put(rest, self._whole), jax.device_put(elements, self._split)]
+
+    def _finish(self, out: Any) -> tuple[Any, dict[str, Any]]:
+        y, stats = jax.tree.unflatten(self.out_tree, out)
+        sharding = stats["rel"].sharding  # partitioned, not copied: how many devices computed a part
+        self.devices = 1 if sharding.is_fully_replicated else len(sharding.device_set)
+        stats = jax.device_get(stats)  # one transfer for all the statistics
+        if self.shards > 1:
+            stats = {k: jax.tree.map(lambda a: a[: self.keep], v) if k in _PER_ELEMENT else v for k, v in stats.items()}
+        return y, stats
+
+    def __call__(self, *args: Any) -> tuple[Any, dict[str, Any]]:
+        return self._finish(self.run(*self._placed(jax.tree.leaves(self._padded(args)))))
+
+    def run_in(self, float_dtype: Any, *args: Any) -> tuple[Any, dict[str, Any]]:
         """Run the same program with every floating value cast to ``float_dtype``."""
         key = np.dtype(float_dtype).name
         if key not in self._other:
             self._other[key] = jax.jit(retyped(self.closed, float_dtype))
         leaves = [
             _host_retype(a, float_dtype, aval.dtype)
-            for a, aval in zip(jax.tree.leaves(args), self.closed.in_avals, strict=True)
+            for a, aval in zip(jax.tree.leaves(self._padded(args)), self.closed.in_avals, strict=True)
         ]
-        return jax.tree.unflatten(self.out_tree, self._other[key](*leaves))
+        return self._finish(self._other[key](*self._placed(leaves)))
 
     @functools.cached_property
     def coarsest_eps(self) -> float:
@@ -383,21 +431,22 @@ def _largest_intermediate(jaxpr: Any) -> int:
 
 def _auto_chunk(program: _Program, n_elements: int) -> int | None:
     """Chunk size for the default ``chunk_size=None``: all at once, except on a CPU whose caches
-    the per-element intermediates would overflow."""
+    the per-element intermediates would overflow. ``n_elements`` counts those on one device."""
     if jax.default_backend() != "cpu" or n_elements < 2:
         return None
-    per_element = _largest_intermediate(program.closed.jaxpr) / n_elements
+    per_element = _largest_intermediate(program.closed.jaxpr) / (n_elements * program.shards)
     chunk = int(CPU_CHUNK_BYTES // max(per_element, 1))
     return max(chunk, 1) if chunk < n_elements else None
 
 
-def _program(kernel: _Kernel, args: tuple[Any, ...]) -> _Program:
-    key = (kernel, _signature(args))
+def _program(kernel: _Kernel, args: tuple[Any, ...], devices: Sequence[Any]) -> _Program:
+    key = (kernel, _signature(args), tuple(devices[: kernel.shards]))
     program = _CACHE.get(key)
     if program is None:
-        program = _Program(kernel, args)
-        if kernel.chunk_size is None and (chunk := _auto_chunk(program, len(args[2]))) is not None:
-            program = _Program(dataclasses.replace(kernel, chunk_size=chunk), args)
+        program = _Program(kernel, args, devices)
+        per_device = -(-len(args[2]) // kernel.shards)
+        if kernel.chunk_size is None and (chunk := _auto_chunk(program, per_device)) is not None:
+            program = _Program(dataclasses.replace(kernel, chunk_size=chunk), args, devices)
         _CACHE[key] = program
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
@@ -684,6 +733,7 @@ class _LeafView:
     def __init__(self, program: _Program, leaf: int, memo: dict[Any, Any]):
         self.program, self.leaf, self.memo = program, leaf, memo
         self.coarsest_eps = program.coarsest_eps
+        self.devices = program.devices
 
     def run_in(self, float_dtype: Any, *args: Any) -> Any:
         x = np.ascontiguousarray(np.asarray(args[1]))
@@ -753,6 +803,7 @@ def check(
     rtol: float | None = None,
     atol: float | None = None,
     chunk_size: int | None = None,
+    devices: Sequence[Any] | None = None,
 ) -> CheckResult:
     """Check ``f(ρ_in(g) x) = ρ_out(g) f(x)`` for every requested element ``g`` of ``group``.
 
@@ -773,6 +824,11 @@ def check(
       chunk_size: evaluate this many elements at a time (bounds memory). The default evaluates all
         at once, except on CPU when the largest intermediate array would exceed
         :data:`CPU_CHUNK_BYTES`: then it picks chunks that stay under it, which is faster there.
+        With several devices the chunks are taken on each device from its own part.
+      devices: the devices to split the elements over (default ``jax.devices()``, all devices of
+        the default backend). The element axis is sharded with ``jax.sharding`` (a one-axis
+        ``Mesh``, ``NamedSharding``) and XLA partitions the one program; x and the parameters are
+        replicated. Pass ``jax.devices()[:1]`` to stay on one device. Results do not depend on it.
 
     Returns:
       A :class:`~equivax.result.CheckResult` with per-element errors and verdicts.
@@ -784,7 +840,7 @@ def check(
       >>> equivax.check(blur, x, equivax.groups.translations(8, 8)).ok
       True
     """
-    program, args, y, stats = _run(f, x, group, in_action, out_action, elements, chunk_size, each_output=False)
+    program, args, y, stats = _run(f, x, group, in_action, out_action, elements, chunk_size, devices, each_output=False)
     result = _result(group, program, args, y, stats, program.out_shape[0], rtol, atol)
     for observer in OBSERVERS:
         observer(f, result)
@@ -802,6 +858,7 @@ def check_outputs(
     rtol: float | None = None,
     atol: float | None = None,
     chunk_size: int | None = None,
+    devices: Sequence[Any] | None = None,
 ) -> dict[str, CheckResult]:
     """Like :func:`check`, with one result for each leaf of ``f``'s pytree output.
 
@@ -823,7 +880,7 @@ def check_outputs(
       >>> {path: r.ok for path, r in results.items()}
       {'[0]': True, '[1]': False}
     """
-    program, args, y, stats = _run(f, x, group, in_action, out_action, elements, chunk_size, each_output=True)
+    program, args, y, stats = _run(f, x, group, in_action, out_action, elements, chunk_size, devices, each_output=True)
     memo: dict[Any, Any] = {}
     shapes = jax.tree_util.tree_flatten_with_path(program.out_shape[0])[0]
     results = {}
@@ -836,8 +893,57 @@ def check_outputs(
     return results
 
 
-def _run(f, x, group, in_action, out_action, elements, chunk_size, *, each_output: bool):
+def _as_devices(devices: Sequence[Any] | None) -> list[Any]:
+    if devices is None:
+        return jax.devices()
+    found = list(devices)
+    if not found or not all(isinstance(d, jax.Device) for d in found):
+        raise TypeError(f"devices must be a non-empty list of jax.Device (e.g. jax.devices()[:2]), got {devices!r}")
+    return found
+
+
+def compiled_memory(
+    f: Any,
+    x: Any,
+    group: Group,
+    in_action: Any = None,
+    out_action: Any = None,
+    *,
+    elements: Sequence[Any] | None = None,
+    chunk_size: int | None = None,
+    devices: Sequence[Any] | None = None,
+) -> int:
+    """Bytes of temporary buffers XLA reserves, per device, for the program :func:`check` would run.
+
+    Read from the compiled program's memory analysis without running it: use it to choose
+    ``chunk_size`` before a large check. With chunks it grows with the chunk, not with the number
+    of elements (``benchmarks/scale.py`` measures it). The float64 re-run needs about twice this.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, equivax
+      >>> x = jnp.zeros((1, 16, 16, 4))
+      >>> group = equivax.groups.translations(16, 16)
+      >>> chunked = equivax.compiled_memory(jnp.tanh, x, group, chunk_size=8)
+      >>> chunked < equivax.compiled_memory(jnp.tanh, x, group, chunk_size=255)
+      True
+    """
+    program, args = _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, each_output=False)
+    placed = program._placed(jax.tree.leaves(program._padded(args)))
+    analysis = program.run.lower(*placed).compile().memory_analysis()
+    return int(analysis.temp_size_in_bytes)
+
+
+def _run(f, x, group, in_action, out_action, elements, chunk_size, devices, *, each_output: bool):
     """Validate the arguments, run the compiled program, and fetch its statistics."""
+    program, args = _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, each_output=each_output)
+    y, stats = program(*args)
+    if not stats["x_finite"]:
+        raise ValueError("x contains NaN or inf; check equivariance on finite inputs")
+    return program, args, y, stats
+
+
+def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, *, each_output: bool):
+    """Validate the arguments and build (or find) the compiled program."""
     if not isinstance(group, Group):
         raise TypeError(f"group must be an equivax Group (see equivax.groups), got {type(group).__name__}")
     if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
@@ -850,15 +956,14 @@ def _run(f, x, group, in_action, out_action, elements, chunk_size, *, each_outpu
     _check_orientations(group, out_action, "out_action")
     chosen = _as_elements(group, elements)
     fn, params = _split(f)
-    kernel = _Kernel(fn, in_action, out_action, None if chunk_size is None else int(chunk_size), each_output)
+    devices = _as_devices(devices)
+    shards = min(len(devices), len(chosen))
+    chunk = None if chunk_size is None else int(chunk_size)
+    kernel = _Kernel(fn, in_action, out_action, chunk, each_output, shards)
     args = (params, x, chosen)
-    program = _program(kernel, args)
+    program = _program(kernel, args, devices)
     _check_out_size(group, out_action, program.out_shape[0])
-    y, stats = program(*args)
-    stats = jax.device_get(stats)  # one transfer for all the statistics
-    if not stats["x_finite"]:
-        raise ValueError("x contains NaN or inf; check equivariance on finite inputs")
-    return program, args, y, stats
+    return program, args
 
 
 def _result(group: Group, program, args, y, stats, y_shape, rtol, atol) -> CheckResult:
@@ -886,4 +991,5 @@ def _result(group: Group, program, args, y, stats, y_shape, rtol, atol) -> Check
         rtol=rtol,
         atol=atol,
         error_maps=None if maps is None else np.asarray(maps, dtype=np.float64),
+        devices=program.devices,
     )

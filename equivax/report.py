@@ -378,6 +378,7 @@ def report(
     rtol: float | None = None,
     atol: float | None = None,
     name: str | None = None,
+    devices: Sequence[Any] | None = None,
 ) -> Report:
     """Check a model end to end and layer by layer; name where equivariance first breaks.
 
@@ -396,6 +397,7 @@ def report(
         :func:`equivax.groups.basic_elements` for a small representative set of a large group).
       rtol, atol: explicit tolerances, as in :func:`equivax.check`.
       name: the model's name in the report (default its type).
+      devices: the devices to split the elements over, as in :func:`equivax.check` (default all).
 
     Returns:
       A :class:`Report`.
@@ -426,7 +428,9 @@ def report(
         named = [(name or _layer_name(0, model)[2:], _compose([layer for _, layer in named]))]
     out_actions, kinds, strides, sources, shapes = _plan(named, x, in_action, out_action)
     taps = _taps([layer for _, layer in named])
-    results = check_outputs(taps, x, group, in_action, tuple(out_actions), elements=elements, rtol=rtol, atol=atol)
+    results = check_outputs(
+        taps, x, group, in_action, tuple(out_actions), elements=elements, rtol=rtol, atol=atol, devices=devices
+    )
     layer_reports = tuple(
         LayerReport(layer_name, kind, stride, shape, source, result)
         for (layer_name, _), kind, stride, source, shape, result in zip(

@@ -51,6 +51,8 @@ class CheckResult:
         examples and channels), per element, for spatial outputs checked with
         :func:`equivax.check_outputs`; ``None`` otherwise. Where in the map the error sits tells
         borders from aliasing grids.
+      devices: how many devices computed the elements, read from the sharding of the computed
+        statistics (1 unless the check was sharded).
     """
 
     group: str
@@ -69,6 +71,7 @@ class CheckResult:
     rtol: float | None = None
     atol: float | None = None
     error_maps: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    devices: int = 1
 
     @property
     def ok(self) -> bool:
@@ -110,6 +113,7 @@ class CheckResult:
             "rtol": self.rtol,
             "atol": self.atol,
             "rounding": self.rounding,
+            "devices": self.devices,
             "counts": self.counts(),
             "elements": rows,
         }
@@ -139,6 +143,7 @@ class CheckResult:
             rtol=data["rtol"],
             atol=data["atol"],
             error_maps=None if error_maps is None else np.asarray(error_maps, dtype=np.float64),
+            devices=int(data.get("devices", 1)),
         )
 
     def table(self, max_rows: int = 12) -> str:
