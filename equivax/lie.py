@@ -40,8 +40,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from equivax.check import _split
+from equivax.check import _as_devices, _split
 
 __all__ = [
     "GENERATORS",
@@ -153,7 +154,24 @@ def _lie(fn, gen_in, gen_out, state, x):
     return dy if gen_out is None else dy - gen_out(y)
 
 
-def lie_derivative(f: Any, x: jax.Array, generator: Any, out_generator: Any = None) -> jax.Array:
+def _split_batch(state: Any, x: jax.Array, devices: Any) -> tuple[Any, jax.Array, int]:
+    """Place the batch one part per device (padded with copies of its last example to a multiple
+    of the device count) and the parameters on every device; single device: unchanged."""
+    devices = _as_devices(devices)
+    shards = min(len(devices), x.shape[0])
+    if shards == 1:
+        return state, x, x.shape[0]
+    mesh = Mesh(np.asarray(devices[:shards]), ("batch",))
+    n, extra = x.shape[0], -x.shape[0] % shards
+    if extra:
+        x = jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)])
+    x = jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch")))
+    return jax.device_put(state, NamedSharding(mesh, PartitionSpec())), x, n
+
+
+def lie_derivative(
+    f: Any, x: jax.Array, generator: Any, out_generator: Any = None, *, devices: Any = None
+) -> jax.Array:
     """The Lie derivative ``d/dt [ρ_out(−t) f(ρ_in(t) x)]`` at ``t = 0``, by one ``jax.jvp``, jitted.
 
     Args:
@@ -164,6 +182,8 @@ def lie_derivative(f: Any, x: jax.Array, generator: Any, out_generator: Any = No
         ``gen(x) -> d/dt ρ_in(t) x at t = 0``.
       out_generator: the output generator, same forms; ``None`` means ``f`` should be invariant
         (``ρ_out`` is the identity). Pass the same name for image-to-image maps.
+      devices: the devices to split the batch over with ``jax.sharding`` (default
+        ``jax.devices()``); ``jax.devices()[:1]`` keeps it on one.
 
     Returns:
       An array shaped like ``f(x)``: ``J_f(x) · gen(x) − out_generator(f(x))``; zero when ``f`` is
@@ -182,7 +202,8 @@ def lie_derivative(f: Any, x: jax.Array, generator: Any, out_generator: Any = No
     gen_in = _as_generator(generator, "generator")
     gen_out = None if out_generator is None else _as_generator(out_generator, "out_generator")
     fn, state = _split(f)
-    return _lie(fn, gen_in, gen_out, state, jnp.asarray(x))
+    state, x, n = _split_batch(state, jnp.asarray(x), devices)
+    return _lie(fn, gen_in, gen_out, state, x)[:n]
 
 
 def _rms(values: jax.Array) -> jax.Array:
@@ -191,7 +212,7 @@ def _rms(values: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(flat), axis=1))
 
 
-def lie_error(f: Any, x: jax.Array, generator: Any, out_generator: Any = None) -> jax.Array:
+def lie_error(f: Any, x: jax.Array, generator: Any, out_generator: Any = None, *, devices: Any = None) -> jax.Array:
     """The local equivariance error of Gruver et al. (ICLR 2023), one scalar per example.
 
     Defined as the root-mean-square of the Lie derivative over the output values,
@@ -205,7 +226,7 @@ def lie_error(f: Any, x: jax.Array, generator: Any, out_generator: Any = None) -
     ``√d`` keeps outputs of different sizes (feature maps, logits) comparable.
 
     Args:
-      f, x, generator, out_generator: as for :func:`lie_derivative`.
+      f, x, generator, out_generator, devices: as for :func:`lie_derivative`.
 
     Returns:
       ``(N,)`` array of errors, one per example.
@@ -217,7 +238,7 @@ def lie_error(f: Any, x: jax.Array, generator: Any, out_generator: Any = None) -
       >>> bool(jnp.all(lie_error(energy, x, "translate_y") < 1e-3))
       True
     """
-    return _rms(lie_derivative(f, x, generator, out_generator))
+    return _rms(lie_derivative(f, x, generator, out_generator, devices=devices))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -344,7 +365,7 @@ def _layerwise(graphdef, base, levels, state, x):
     return prefix, contributions, lie_at(len(zs) - 1)
 
 
-def layer_lie_errors(layers: Any, x: jax.Array, generator: str) -> LayerLieErrors:
+def layer_lie_errors(layers: Any, x: jax.Array, generator: str, *, devices: Any = None) -> LayerLieErrors:
     """Lie derivatives layer by layer, and each layer's own contribution (Gruver et al., 2023).
 
     The output generator of every layer is inferred from its shape: image outputs ``(N, H, W, C)``
@@ -358,6 +379,7 @@ def layer_lie_errors(layers: Any, x: jax.Array, generator: str) -> LayerLieError
         ``.head`` (``equivax.nn.CNN``, ``P4CNN``, ...), or a list of callables.
       x: a batch of NHWC images.
       generator: a name from :data:`GENERATORS`.
+      devices: the devices to split the batch over (default ``jax.devices()``).
 
     Returns:
       A :class:`LayerLieErrors`; ``print`` it for a table.
@@ -388,8 +410,9 @@ def layer_lie_errors(layers: Any, x: jax.Array, generator: str) -> LayerLieError
             f"the output of the last layer has shape {tuple(shapes[-1].shape)}, on which {generator!r} is not "
             "defined (group feature maps carry only quarter turns); end the stack with a pooling over orientations"
         )
-    prefix, contributions, total = _layerwise(graphdef, base, levels, state, x)
-    n = x.shape[0]
+    placed_state, placed_x, n = _split_batch(state, x, devices)
+    outputs = _layerwise(graphdef, base, levels, placed_state, placed_x)
+    prefix, contributions, total = jax.tree.map(lambda a: np.asarray(a)[:n], outputs)
     nan = np.full(n, np.nan)
     out_shape = tuple(shapes[-1].shape)
     vectors = [np.full(out_shape, np.nan) if c is None else np.asarray(c) for c in contributions]

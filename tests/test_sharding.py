@@ -59,6 +59,14 @@ SCRIPT = textwrap.dedent(
     total = equivax.compiled_memory(padded, x, group, devices=one, chunk_size=256)
     split = equivax.compiled_memory(padded, x, group, chunk_size=64)
     assert split < 0.4 * total, (split, total)
+    # Lie derivatives split the batch (6 examples, padded to 8): the same numbers
+    lie = equivax.lie_derivative(model, x[..., :1][:2].repeat(3, axis=0), "rotation")
+    lie_one = equivax.lie_derivative(model, x[..., :1][:2].repeat(3, axis=0), "rotation", devices=one)
+    assert lie.shape == (6, 10)
+    np.testing.assert_allclose(lie, lie_one, rtol=1e-5, atol=1e-6)
+    layers = equivax.layer_lie_errors(model, x[..., :1], "translate_x")
+    layers_one = equivax.layer_lie_errors(model, x[..., :1], "translate_x", devices=one)
+    np.testing.assert_allclose(layers.total, layers_one.total, rtol=1e-5)
     print("sharded checks agree")
     """
 )
