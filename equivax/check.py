@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental import multihost_utils
 from jax.extend import core as jex
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -355,6 +356,8 @@ class _Program:
         y, stats = jax.tree.unflatten(self.out_tree, out)
         sharding = stats["rel"].sharding  # partitioned, not copied: how many devices computed a part
         self.devices = 1 if sharding.is_fully_replicated else len(sharding.device_set)
+        if jax.process_count() > 1:  # several hosts: every process gathers every host's part
+            stats = multihost_utils.process_allgather(stats, tiled=True)
         stats = jax.device_get(stats)  # one transfer for all the statistics
         if self.shards > 1:
             stats = {k: jax.tree.map(lambda a: a[: self.keep], v) if k in _PER_ELEMENT else v for k, v in stats.items()}
