@@ -40,9 +40,14 @@ settings.register_profile(
 )
 
 
-def _check_shape(shape: Any) -> tuple[int, int, int, int]:
-    if not (isinstance(shape, (tuple, list)) and len(shape) == 4 and all(isinstance(s, int) and s > 0 for s in shape)):
-        raise InvalidArgument(f"shape must be a tuple of four positive ints (N, H, W, C), got {shape!r}")
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    if not (
+        isinstance(shape, (tuple, list)) and len(shape) in (4, 5) and all(isinstance(s, int) and s > 0 for s in shape)
+    ):
+        raise InvalidArgument(
+            f"shape must be a tuple of positive ints, (N, H, W, C) for images or (N, H, W, K, C) for group "
+            f"feature maps, got {shape!r}"
+        )
     return tuple(shape)
 
 
@@ -117,7 +122,8 @@ def images(
     """NHWC images of one ``shape``, drawn as (family, seed, scale).
 
     Args:
-      shape: ``(N, H, W, C)``; one shape per strategy, so a check compiles once.
+      shape: ``(N, H, W, C)``, or ``(N, H, W, K, C)`` for group feature maps (drawn as K·C
+        channels); one shape per strategy, so a check compiles once.
       dtype: a floating NumPy dtype.
       families: a subset of :data:`FAMILIES` (default all available); shrinking moves toward the
         front of :data:`FAMILIES`.
@@ -130,7 +136,8 @@ def images(
     if not scales or any(not np.isfinite(s) or s <= 0 for s in scales):
         raise InvalidArgument(f"scales must be positive finite numbers, got {scales!r}")
     specs = st.builds(_Image, st.sampled_from(families), st.integers(0, 2**16), st.sampled_from(tuple(scales)))
-    return specs.map(lambda spec: _render(spec.family, shape, spec.seed, spec.scale, dtype))
+    flat = (*shape[:3], int(np.prod(shape[3:])))  # group feature maps: K·C channels, then split
+    return specs.map(lambda spec: _render(spec.family, flat, spec.seed, spec.scale, dtype).reshape(shape))
 
 
 def _length(g: np.ndarray, group: Group) -> tuple[int, ...]:

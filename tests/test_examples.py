@@ -1,5 +1,6 @@
 """The example scripts run and say what their comments claim."""
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -16,3 +17,33 @@ def test_check_a_layer_example():
     assert lines[0].startswith("translations(16x16): 255 elements, 63 equivariant, 192 broken")
     assert "C4: 3 elements, 3 broken" in done.stdout
     assert lines[-1].startswith("p4(16x16): 1023 elements, 1023 equivariant (ok")
+
+
+def _run(*argv, cwd=None):
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0")}
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+
+
+def test_custom_layer_example_checks_in_three_lines_and_reports(tmp_path):
+    out = tmp_path / "report.html"
+    done = _run(str(ROOT / "examples" / "custom_layer.py"), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "p4(16x16): 1023 elements, 1023 equivariant (ok; float32)"
+    assert "shift(0,1): first breaks at 2 MaxPool" in done.stdout and "r1:" not in done.stdout
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_property_test_example_passes_under_pytest(tmp_path):
+    done = _run(
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "examples" / "property_test_example.py"),
+        "--equivax-summary",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "4 passed" in done.stdout and "equivax summary" in done.stdout

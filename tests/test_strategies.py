@@ -24,7 +24,7 @@ def test_images_render_every_family_with_the_requested_shape_and_dtype():
 
 
 def test_strategies_validate_their_arguments():
-    with pytest.raises(InvalidArgument, match="four positive ints"):
+    with pytest.raises(InvalidArgument, match="tuple of positive ints"):
         eqst.images((8, 8, 3)).example()
     with pytest.raises(InvalidArgument, match="subset"):
         eqst.images((1, 8, 8, 1), families=["fractal"]).example()
