@@ -1,6 +1,6 @@
 """equivax: verify that JAX functions and Flax modules are equivariant, with evidence.
 
-The public API::
+The public API:
 
     equivax.check(f, x, group, in_action, out_action)      -> CheckResult
     equivax.check_outputs(f, x, group, ...)                -> {output: CheckResult}
@@ -12,6 +12,7 @@ The public API::
     equivax.lie_derivative / lie_error / layer_lie_errors: Lie derivatives along continuous actions
     equivax.worst_case(f, x0, group)                       -> WorstCase (gradient ascent with optax)
     equivax.nn: Flax NNX layers and models that declare their contracts (imported on first use)
+    equivax.data: MNIST via tensorflow-datasets; UCI digits at 28x28 offline (imported on first use)
     equivax.strategies: Hypothesis strategies (imported on first use); pytest plugin: --equivax-summary
 """
 
@@ -30,7 +31,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    if name in ("nn", "render", "strategies"):  # imported only by those who use them
+    if name in ("data", "nn", "render", "strategies"):  # imported only by those who use them
         return importlib.import_module(f"equivax.{name}")
     raise AttributeError(f"module 'equivax' has no attribute {name!r}")
 
@@ -48,6 +49,7 @@ __all__ = [
     "check_outputs",
     "compiled_memory",
     "continuous",
+    "data",
     "groups",
     "layer_lie_errors",
     "lie",

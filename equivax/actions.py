@@ -3,7 +3,7 @@
 An action is any callable with that signature; one ``jax.vmap`` over the elements of a group then
 transforms a whole batch of inputs at once. The built-ins below act on arrays laid out as NHWC
 images (spatial axes 1 and 2) or as ``(N, H, W, |K|, C)`` group feature maps, with planar elements
-``(dy, dx, k, m)`` as described in :mod:`equivax.groups`.
+``(dy, dx, k, m)`` as described in ``equivax.groups``.
 
 An action may also define ``defined(g) -> bool`` (traceable). Elements for which it is false lie
 outside the subgroup the action can represent (a 1-pixel shift after a stride-2 layer); a check
@@ -100,7 +100,7 @@ def image(stride: int = 1) -> ImageAction:
     With ``stride = s`` the action is the one carried by an output subsampled by ``s``: a shift by
     ``t`` acts as a shift by ``t / s``, and shifts not divisible by ``s`` are outside its domain.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, equivax
       >>> x = jnp.arange(4.0).reshape(1, 2, 2, 1)
       >>> act = equivax.actions.image()
@@ -158,7 +158,7 @@ def regular(group: Group, stride: int = 1) -> RegularAction:
 
     The orientation axis has one entry per element of the group's point group ``K`` (4 for C4/p4,
     8 for D4/p4m, index ``k + 4 m``); an element ``g`` moves entry ``h`` to ``g·h`` while the
-    spatial axes are transformed as by :func:`image`.
+    spatial axes are transformed as by ``image``.
     """
     if group.point_group is None:
         raise ValueError(

@@ -2,13 +2,13 @@
 
 ``check(f, x, group, in_action, out_action)`` evaluates ``f(x)`` once and ``f(ρ_in(g) x)`` for all
 requested elements in one ``jax.vmap`` (or a ``lax.map`` over chunks), compares with
-``ρ_out(g) f(x)`` and returns a :class:`~equivax.result.CheckResult`.
+``ρ_out(g) f(x)`` and returns a ``CheckResult``.
 
 How a verdict is reached without a hand-set tolerance (see ``docs/verdicts.md``):
 
 1. The program (f, the actions and the error computation) is traced once into a jaxpr and run in
    f's own precision.
-2. The same jaxpr is re-run with every floating value in float64 (:mod:`equivax.precision`), on the
+2. The same jaxpr is re-run with every floating value in float64 (``equivax.precision``), on the
    same input and parameters. Rounding error shrinks by ``eps64 / eps32 ≈ 2⁻²⁹``; structural
    error does not.
 3. The distance between the float32 and float64 outputs of ``f(x)`` measures how much rounding
@@ -19,7 +19,7 @@ How a verdict is reached without a hand-set tolerance (see ``docs/verdicts.md``)
 Elements whose outputs agree bit for bit (``"exact"``) need no second run; when every element is
 exact, none is made. When f runs in float64 already, the roles swap: a float32 re-run measures the rounding and f's own
 float64 error is compared with the floor. Where no second precision can run, the documented
-:func:`rounding_bound` decides and the result says ``method="bound"``. Explicit ``rtol``/``atol``
+``rounding_bound`` decides and the result says ``method="bound"``. Explicit ``rtol``/``atol``
 replace all of this and no second run is made.
 """
 
@@ -815,7 +815,7 @@ def check(
         each time to reuse the compiled check (like ``jax.jit``, closed-over arrays are read when
         it is first traced).
       x: a batch of inputs, NHWC images for the built-in planar groups.
-      group: the group (see :mod:`equivax.groups`).
+      group: the group (see ``equivax.groups``).
       in_action, out_action: ``act(g, x) -> x``; default the group's image action. Use
         ``actions.trivial()`` as ``out_action`` for invariance, ``actions.regular(group)`` for
         group feature maps, ``actions.strided(s)`` after a stride-``s`` layer, or a pytree of
@@ -826,7 +826,7 @@ def check(
         above the rounding bound) and no float64 re-run is made.
       chunk_size: evaluate this many elements at a time (bounds memory). The default evaluates all
         at once, except on CPU when the largest intermediate array would exceed
-        :data:`CPU_CHUNK_BYTES`: then it picks chunks that stay under it, which is faster there.
+        ``CPU_CHUNK_BYTES``: then it picks chunks that stay under it, which is faster there.
         With several devices the chunks are taken on each device from its own part.
       devices: the devices to split the elements over (default ``jax.devices()``, all devices of
         the default backend). The element axis is sharded with ``jax.sharding`` (a one-axis
@@ -834,9 +834,9 @@ def check(
         replicated. Pass ``jax.devices()[:1]`` to stay on one device. Results do not depend on it.
 
     Returns:
-      A :class:`~equivax.result.CheckResult` with per-element errors and verdicts.
+      A ``CheckResult`` with per-element errors and verdicts.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equivax
       >>> x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
       >>> blur = lambda x: (x + jnp.roll(x, 1, axis=1) + jnp.roll(x, 1, axis=2)) / 3
@@ -863,7 +863,7 @@ def check_outputs(
     chunk_size: int | None = None,
     devices: Sequence[Any] | None = None,
 ) -> dict[str, CheckResult]:
-    """Like :func:`check`, with one result for each leaf of ``f``'s pytree output.
+    """Like ``check``, with one result for each leaf of ``f``'s pytree output.
 
     Every leaf gets its own errors, rounding measurement, floor and verdicts, and an error map
     (``CheckResult.error_maps``) for outputs with spatial axes; still one compiled program and
@@ -875,7 +875,7 @@ def check_outputs(
       ``jax.tree_util.keystr`` of the leaf (``"[0]"``, ``"['logits']"``), or ``"output"`` for a
       single array.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equivax
       >>> x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
       >>> f = lambda x: (jnp.roll(x, 1, axis=1), x * jnp.arange(8.0)[:, None])
@@ -916,13 +916,13 @@ def compiled_memory(
     chunk_size: int | None = None,
     devices: Sequence[Any] | None = None,
 ) -> int:
-    """Bytes of temporary buffers XLA reserves, per device, for the program :func:`check` would run.
+    """Bytes of temporary buffers XLA reserves, per device, for the program ``check`` would run.
 
     Read from the compiled program's memory analysis without running it: use it to choose
     ``chunk_size`` before a large check. With chunks it grows with the chunk, not with the number
     of elements (``benchmarks/scale.py`` measures it). The float64 re-run needs about twice this.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equivax
       >>> x = jnp.zeros((1, 16, 16, 4))
       >>> group = equivax.groups.translations(16, 16)

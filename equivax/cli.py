@@ -3,7 +3,7 @@
 * ``equivax demo`` checks the built-in CNN, MLP and P4CNN under shifts, quarter turns and mirrors,
   prints where each first breaks and writes an HTML report (offline).
 * ``equivax report MODULE:FACTORY --group p4 --input-shape 28,28,1`` reports on your own model.
-* ``equivax check`` checks a handful of reference layers (see :mod:`equivax.zoo`) against the
+* ``equivax check`` checks a handful of reference layers (see ``equivax.zoo``) against the
   symmetries they do and do not have. Exit status 0 means every verdict matched what the layer
   is known to satisfy.
 """

@@ -3,18 +3,18 @@
 Every action here samples a *band-limited* (trigonometric) interpolant of the image at moved
 positions, so it is exact at the grid points and differentiable everywhere:
 
-* :func:`shift` treats the ``H × W`` image as one period of a periodic function and multiplies its
+* ``shift`` treats the ``H × W`` image as one period of a periodic function and multiplies its
   spectrum by a phase ramp (``rfft2`` → ``exp(-2πi k·d/N)`` → ``irfft2``). It is the continuous
   extension of ``jnp.roll`` (equal to it at integer shifts) and a Fourier multiplier, so every
   circular convolution commutes with it exactly, to rounding.
-* :func:`rotate` and :func:`scale` treat the image as zero outside its borders: it is zero-padded
+* ``rotate`` and ``scale`` treat the image as zero outside its borders: it is zero-padded
   to ``2H × 2W`` and the trigonometric interpolant of that larger period is evaluated at rotated
   or scaled positions about the image centre ``((H-1)/2, (W-1)/2)``, with separable periodic sinc
   (Dirichlet) weights written as a short cosine series. Content turning in from outside is zero,
   as in ordinary image rotation, instead of a wrapped copy of the opposite corner. At the grid
   points the weights are a Kronecker delta, so a multiple of π/2 reproduces
   ``jnp.rot90(x, k, axes=(1, 2))`` to rounding (odd and even sizes), and the derivative in the
-  angle is the exact derivative of the interpolant: the Fourier derivative :mod:`equivax.lie`
+  angle is the exact derivative of the interpolant: the Fourier derivative ``equivax.lie``
   uses, so the generators there are the derivatives of these actions.
 
 Why band-limited and not bilinear or cubic: circular convolutions are exactly equivariant to
@@ -61,8 +61,8 @@ __all__ = [
     "shifts",
 ]
 
-#: Default ``resampling_tolerance`` of :func:`rotations`. Measured (float32 and float64) as the
-#: relative error of :func:`rotate` against the exact rotation of smooth Gaussian blobs
+#: Default ``resampling_tolerance`` of ``rotations``. Measured (float32 and float64) as the
+#: relative error of ``rotate`` against the exact rotation of smooth Gaussian blobs
 #: (σ 1.5–3 px): about 1.5e-4 when the content vanishes at the border (24×24), up to 8e-3 when it
 #: still reaches the border at the 1% level (24–28 px), and 1e-1 when it is cut off by a 16×16
 #: border. The equivariance error of a Gaussian blur on smooth, centred 24×24 images is 7e-4 to
@@ -70,7 +70,7 @@ __all__ = [
 #: stays inside the image and rejects real violations (a random 3×3 filter: 0.3 to 1.1).
 ROTATION_TOLERANCE = 1e-2
 
-#: Default ``resampling_tolerance`` of :func:`scalings`, the same measurement for factors in
+#: Default ``resampling_tolerance`` of ``scalings``, the same measurement for factors in
 #: [0.8, 1.25] on blobs that reach the border at the 1% level: up to 9e-3 at 24–28 px, 2e-3 at 32 px.
 SCALING_TOLERANCE = 1e-2
 
@@ -203,7 +203,7 @@ def shift() -> ShiftAction:
       An action; ``act(jnp.array([dy, dx]), x)`` shifts NHWC images ``x`` by ``dy`` rows (down) and
       ``dx`` columns (right), circularly.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> x = jnp.sin(jnp.arange(60.0) ** 2).reshape(1, 6, 5, 2)
       >>> y = shift()(jnp.array([2.0, -1.0]), x)
@@ -222,7 +222,7 @@ def rotate() -> RotationAction:
     Returns:
       An action; the element is a length-1 float array ``(angle,)``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> x = jnp.sin(jnp.arange(36.0) ** 2).reshape(1, 6, 6, 1)
       >>> y = rotate()(jnp.array([jnp.pi / 2]), x)
@@ -238,7 +238,7 @@ def scale() -> ScalingAction:
     Returns:
       An action; the element is a length-1 float array ``(log_scale,)``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> x = jnp.sin(jnp.arange(36.0) ** 2).reshape(1, 6, 6, 1)
       >>> bool(jnp.allclose(scale()(jnp.array([0.0]), x), x, atol=1e-5))
@@ -323,14 +323,14 @@ def rotations(
         ``C_n``, exactly closed under composition modulo 2π); with ``max_angle``, ``n`` angles evenly
         spaced in ``[-max_angle, max_angle]``.
       max_angle: the largest angle of the evenly spaced family (radians).
-      tolerance: the group's ``resampling_tolerance``, default :data:`ROTATION_TOLERANCE`.
+      tolerance: the group's ``resampling_tolerance``, default ``ROTATION_TOLERANCE``.
 
     Returns:
-      A :class:`~equivax.groups.Group` with float32 elements ``(angle,)``, labels like
+      A ``Group`` with float32 elements ``(angle,)``, labels like
       ``"rot(7.0°)"``, elements composing by addition of angles and ``image_action`` set to
-      :func:`rotate`.
+      ``rotate``.
 
-    Example:
+    Examples:
       >>> g = rotations(n=4)
       >>> g.labels, g.resampling_tolerance
       (('e', 'rot(90.0°)', 'rot(180.0°)', 'rot(270.0°)'), 0.01)
@@ -361,13 +361,13 @@ def scalings(
       factors: the scale factors to keep (> 0; above 1 magnifies); the identity is added first.
       n: instead of ``factors``: ``n`` factors geometrically spaced in ``[1/max_factor, max_factor]``.
       max_factor: the largest factor of the spaced family (> 1, default 1.25).
-      tolerance: the group's ``resampling_tolerance``, default :data:`SCALING_TOLERANCE`.
+      tolerance: the group's ``resampling_tolerance``, default ``SCALING_TOLERANCE``.
 
     Returns:
-      A :class:`~equivax.groups.Group` with float32 elements ``(log_scale,)``, labels like
-      ``"scale(1.10)"`` and ``image_action`` set to :func:`scale`.
+      A ``Group`` with float32 elements ``(log_scale,)``, labels like
+      ``"scale(1.10)"`` and ``image_action`` set to ``scale``.
 
-    Example:
+    Examples:
       >>> scalings([1.1, 0.9]).labels
       ('e', 'scale(1.10)', 'scale(0.90)')
     """
@@ -405,10 +405,10 @@ def shifts(
       max_shift: the largest shift of the grid (pixels, default 0.5).
 
     Returns:
-      A :class:`~equivax.groups.Group` with float32 elements ``(dy, dx)``, labels like
-      ``"shift(0.5,0)"`` and ``image_action`` set to :func:`shift`.
+      A ``Group`` with float32 elements ``(dy, dx)``, labels like
+      ``"shift(0.5,0)"`` and ``image_action`` set to ``shift``.
 
-    Example:
+    Examples:
       >>> shifts(n=3).labels[:3]
       ('e', 'shift(-0.5,-0.5)', 'shift(-0.5,0)')
     """

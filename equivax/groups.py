@@ -8,10 +8,10 @@ element encoding, a length-4 integer vector ``(dy, dx, k, m)`` meaning
 on the spatial axes (1, 2) of an NHWC array: first mirror the width axis if ``m == 1``, then rotate
 by ``k`` quarter turns counter-clockwise (``jnp.rot90(x, k, axes=(1, 2))``), then shift
 circularly by ``dy`` rows and ``dx`` columns (``jnp.roll``). Because every built-in uses this one
-encoding, one image action (:func:`equivax.actions.image`) serves them all, and a traced element
+encoding, one image action (``equivax.actions.image``) serves them all, and a traced element
 can be composed, inverted and applied without Python branches.
 
-User groups come from :func:`finite`: any stack of element arrays with a composition function
+User groups come from ``finite``: any stack of element arrays with a composition function
 (matrix product by default); closure, identity and inverses are derived and validated from the
 Cayley table.
 """
@@ -273,7 +273,7 @@ def translations(
     Returns:
       The group; elements ``(dy, dx, 0, 0)`` with the identity first.
 
-    Example:
+    Examples:
       >>> import equivax
       >>> g = equivax.groups.translations(4, stride=2)
       >>> g.labels
@@ -390,7 +390,7 @@ def finite(
         product, for elements that are square matrices.
       action: the group's natural action on inputs, used when ``check`` is given none.
 
-    Example:
+    Examples:
       >>> import numpy as np, equivax
       >>> swap = np.array([[0, 1], [1, 0]])
       >>> g = equivax.groups.finite([np.eye(2, dtype=int), swap], labels=["e", "swap"])
@@ -459,7 +459,7 @@ def basic_elements(group: Group, shifts: Sequence[int] = (1, 2)) -> np.ndarray:
     that are members of ``group``, identity excluded. A group that is not planar, or has at most
     16 elements, gives all its non-identity elements.
 
-    Example:
+    Examples:
       >>> import equivax
       >>> g = equivax.groups.p4(28)
       >>> [g.label(e) for e in basic_elements(g, shifts=(1,))]

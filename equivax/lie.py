@@ -10,24 +10,24 @@ when ``f`` is equivariant to the whole continuous family, and it is computed wit
 
 Generators act on the spatial axes 1 and 2 of ``(N, H, W, ...)`` arrays, in pixel units, with
 band-limited (Fourier) spatial derivatives ``∂``: the exact derivatives of the interpolants that
-:mod:`equivax.continuous` resamples, so a generator equals the derivative of the matching action
+``equivax.continuous`` resamples, so a generator equals the derivative of the matching action
 there (``tests/test_lie.py`` checks it against central differences, second order in the step).
 Bilinear interpolation would instead give one-sided differences at the grid points, and with them
 an isotropic filter would look less rotation-invariant than a random one. With ``u``, ``v`` the
 row and column offsets from the image centre ``((H-1)/2, (W-1)/2)``:
 
 * ``"translate_y"``: ``−∂_y x`` and ``"translate_x"``: ``−∂_x x`` (periodic derivatives, the
-  generators of :func:`equivax.continuous.shift`);
+  generators of ``equivax.continuous.shift``);
 * ``"rotation"``: ``v ∂_y x − u ∂_x x`` (counter-clockwise, as ``jnp.rot90``);
 * ``"scale"``: ``−(u ∂_y x + v ∂_x x)``.
 
 Rotation and scale use derivatives of the image zero-padded to twice its size, as
-:func:`equivax.continuous.rotate` and :func:`~equivax.continuous.scale` do.
+``equivax.continuous.rotate`` and ``scale`` do.
 
-The metric :func:`lie_error` follows Gruver, Finzi, Goldblum & Wilson, *The Lie Derivative for
+The metric ``lie_error`` follows Gruver, Finzi, Goldblum & Wilson, *The Lie Derivative for
 Measuring Learned Equivariance*, ICLR 2023, who measure the local equivariance error of a model by
 the norm of the Lie derivative of its outputs (the logits of a classifier) and attribute it to
-layers by the chain rule (:func:`layer_lie_errors`).
+layers by the chain rule (``layer_lie_errors``).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class ImageGenerator:
     """A built-in generator ``x -> d/dt ρ(t) x at t = 0`` on the spatial axes 1 and 2.
 
     Attributes:
-      name: one of :data:`GENERATORS`.
+      name: one of ``GENERATORS``.
       stride: how many input pixels one pixel of this array spans (a map after a stride-2 layer
         has ``stride=2``): translations by ``t`` input pixels move it by ``t / stride`` pixels;
         rotation and scale are the same on every grid.
@@ -111,16 +111,16 @@ class ImageGenerator:
 
 
 def generator(name: str, stride: float = 1) -> ImageGenerator:
-    """The generator called ``name`` (one of :data:`GENERATORS`) on a grid of the given ``stride``.
+    """The generator called ``name`` (one of ``GENERATORS``) on a grid of the given ``stride``.
 
     Args:
       name: ``"rotation"``, ``"translate_x"``, ``"translate_y"`` or ``"scale"``.
       stride: input pixels per pixel of the array the generator acts on.
 
     Returns:
-      An :class:`ImageGenerator`, a frozen dataclass ``gen(x) -> d/dt ρ(t) x at t = 0``.
+      An ``ImageGenerator``, a frozen dataclass ``gen(x) -> d/dt ρ(t) x at t = 0``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> phase = 2 * jnp.pi * jnp.arange(8.0) / 8
       >>> wave = jnp.sin(phase)[None, None, :, None]  # (1, 1, 8, 1), one period along x
@@ -178,7 +178,7 @@ def lie_derivative(
       f: a JAX-traceable function of ``x`` or a Flax NNX module. Like ``jax.jit``, the compiled
         program is reused when the same callable (or a module of the same structure) is passed again.
       x: a batch of NHWC images ``(N, H, W, C)``.
-      generator: the input generator: a name from :data:`GENERATORS` or a function
+      generator: the input generator: a name from ``GENERATORS`` or a function
         ``gen(x) -> d/dt ρ_in(t) x at t = 0``.
       out_generator: the output generator, same forms; ``None`` means ``f`` should be invariant
         (``ρ_out`` is the identity). Pass the same name for image-to-image maps.
@@ -190,7 +190,7 @@ def lie_derivative(
       equivariant to the whole one-parameter family at ``x``. Units: output per radian (rotation),
       per pixel (translations) or per unit of log-scale.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> from equivax import zoo
       >>> conv = zoo.circular_conv(jnp.cos(jnp.arange(18.0)).reshape(3, 3, 1, 2))
@@ -226,12 +226,12 @@ def lie_error(f: Any, x: jax.Array, generator: Any, out_generator: Any = None, *
     ``√d`` keeps outputs of different sizes (feature maps, logits) comparable.
 
     Args:
-      f, x, generator, out_generator, devices: as for :func:`lie_derivative`.
+      f, x, generator, out_generator, devices: as for ``lie_derivative``.
 
     Returns:
       ``(N,)`` array of errors, one per example.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> energy = lambda x: jnp.sum(x**2, axis=(1, 2))  # invariant to every rotation
       >>> x = jnp.sin(jnp.arange(192.0) ** 2).reshape(3, 8, 8, 1)
@@ -248,7 +248,7 @@ def lie_error(f: Any, x: jax.Array, generator: Any, out_generator: Any = None, *
 
 @dataclasses.dataclass(frozen=True)
 class LayerLieErrors:
-    """Per-layer Lie derivatives of a stack of layers (:func:`layer_lie_errors`).
+    """Per-layer Lie derivatives of a stack of layers (``layer_lie_errors``).
 
     Attributes:
       names: a name per layer (its class or function name).
@@ -266,8 +266,8 @@ class LayerLieErrors:
         output generator is undefined, the layers up to the next defined output form one block
         whose contribution is given at its last layer, and the others are NaN.
       contribution_vectors: ``(layers, *output_shape)``, the contributions themselves.
-      derivative: the Lie derivative of the whole stack (:func:`lie_derivative`), ``output_shape``.
-      total: ``(N,)``: :func:`lie_error` of the whole stack.
+      derivative: the Lie derivative of the whole stack (``lie_derivative``), ``output_shape``.
+      total: ``(N,)``: ``lie_error`` of the whole stack.
     """
 
     names: tuple[str, ...]
@@ -372,19 +372,19 @@ def layer_lie_errors(layers: Any, x: jax.Array, generator: str, *, devices: Any 
     use the same generator on their grid (translations divided by the stride ``H_in / H``,
     inferred from the spatial size); vector outputs ``(N, C)`` should be invariant; group feature
     maps ``(N, H, W, K, C)`` carry translations only (rotations and scalings are ``"undefined"``
-    there, see :class:`LayerLieErrors`). Everything runs in one jitted call.
+    there, see ``LayerLieErrors``). Everything runs in one jitted call.
 
     Args:
       layers: an ``nnx.Sequential``, a model with a ``.layers`` Sequential and an optional
         ``.head`` (``equivax.nn.CNN``, ``P4CNN``, ...), or a list of callables.
       x: a batch of NHWC images.
-      generator: a name from :data:`GENERATORS`.
+      generator: a name from ``GENERATORS``.
       devices: the devices to split the batch over (default ``jax.devices()``).
 
     Returns:
-      A :class:`LayerLieErrors`; ``print`` it for a table.
+      A ``LayerLieErrors``; ``print`` it for a table.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from equivax import zoo
       >>> x = jnp.sin(jnp.arange(128.0) ** 2).reshape(2, 8, 8, 1)

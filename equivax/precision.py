@@ -3,7 +3,7 @@
 The verdict of a check rests on one fact: rounding error changes with precision, structural error
 does not. To see which is which, equivax runs the *same* program, with the same inputs and the same
 parameters, a second time in another precision. ``jax.make_jaxpr`` records the program, closed-over
-arrays included; :func:`retyped` then evaluates it equation by equation with every floating value
+arrays included; ``retyped`` then evaluates it equation by equation with every floating value
 cast to the target precision: inputs, constants, literals and dtype parameters
 (``convert_element_type``, ``iota``, ``preferred_element_type``), complex values with them
 (``complex64 -> complex128``), and nested programs (``jit``, ``custom_jvp``/``custom_vjp``,
@@ -12,7 +12,7 @@ cast to the target precision: inputs, constants, literals and dtype parameters
 ``reduce_precision`` is dropped, since it exists to emulate lower precision, and
 ``bitcast_convert_type`` runs at its original width (random floats are built from bits that way).
 
-Primitives that carry a program this module does not know raise :class:`RetypeError`; the check
+Primitives that carry a program this module does not know raise ``RetypeError``; the check
 then falls back to a documented rounding bound and says so.
 """
 
@@ -219,7 +219,7 @@ def retyped(closed_jaxpr: Any, float_dtype: Any) -> Callable[..., Sequence[Any]]
 
     For ``float64``, call it (and ``jax.jit`` it) inside ``jax.enable_x64(True)``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> w = jnp.float32(1e-8)
       >>> closed = jax.make_jaxpr(lambda x: (x + w) - x)(jnp.float32(1.0))

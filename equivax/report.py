@@ -3,11 +3,11 @@
 ``report(model, x, group)`` runs the model's layers one after another, checks every intermediate
 output under the action it should carry, and names, for each group element, the **first layer
 where equivariance breaks**. All layers are checked in one compiled program
-(:func:`equivax.check_outputs`), so each gets its own errors, noise floor, verdicts and error maps.
+(``equivax.check_outputs``), so each gets its own errors, noise floor, verdicts and error maps.
 
 Which action an intermediate output should carry:
 
-* A layer with a declared :class:`~equivax.nn.contract.Contract` (every ``equivax.nn`` layer)
+* A layer with a declared ``Contract`` (every ``equivax.nn`` layer)
   says so itself: image, group feature maps (regular) or invariant, and its stride.
 * Any other layer is inferred from shapes: an output shaped like its input keeps the action
   (activations, normalisation); ``(N, H, W, C)`` outputs are images, ``(N, H, W, K, C)`` outputs
@@ -16,7 +16,7 @@ Which action an intermediate output should carry:
   invariant. Once an output is invariant, everything after it stays invariant.
 * ``out_action=`` overrides the action of the final output.
 
-Renderers for a report live in :mod:`equivax.render`.
+Renderers for a report live in ``equivax.render``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from equivax.result import CheckResult
 
 __all__ = ["SCHEMA_VERSION", "LayerReport", "Report", "report"]
 
-#: Version of the dictionary / JSON layout written by :meth:`Report.to_dict`.
+#: Version of the dictionary / JSON layout written by ``Report.to_dict``.
 SCHEMA_VERSION = 1
 
 #: Verdicts that count as a break when looking for the first broken layer.
@@ -80,7 +80,7 @@ class Report:
       group: the group's name.
       input_shape: shape of the input batch.
       labels: the checked elements' labels, in the order of every layer's result.
-      layers: one :class:`LayerReport` per layer output; the last is the model's output.
+      layers: one ``LayerReport`` per layer output; the last is the model's output.
       seconds: wall time of the check.
     """
 
@@ -149,7 +149,7 @@ class Report:
 
     # -- plain data ---------------------------------------------------------------------------
     def to_dict(self, *, maps: bool = True) -> dict[str, Any]:
-        """Plain JSON-serialisable data, schema :data:`SCHEMA_VERSION` (see ``docs/reports.md``).
+        """Plain JSON-serialisable data, schema ``SCHEMA_VERSION`` (see ``docs/reports.md``).
 
         Args:
           maps: include the per-element error maps of spatial outputs.
@@ -181,7 +181,7 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
-        """Rebuild a report from :meth:`to_dict` output (for instance a JSON file read back)."""
+        """Rebuild a report from ``to_dict`` output (for instance a JSON file read back)."""
         version = data.get("version")
         if version != SCHEMA_VERSION:
             raise ValueError(
@@ -394,15 +394,15 @@ def report(
       layers: the callables the model applies in order (or ``(name, callable)`` pairs), to
         attribute errors inside a model whose structure is not a ``Sequential``.
       elements: check only these elements (default every non-identity element; see
-        :func:`equivax.groups.basic_elements` for a small representative set of a large group).
-      rtol, atol: explicit tolerances, as in :func:`equivax.check`.
+        ``equivax.groups.basic_elements`` for a small representative set of a large group).
+      rtol, atol: explicit tolerances, as in ``equivax.check``.
       name: the model's name in the report (default its type).
-      devices: the devices to split the elements over, as in :func:`equivax.check` (default all).
+      devices: the devices to split the elements over, as in ``equivax.check`` (default all).
 
     Returns:
-      A :class:`Report`.
+      A ``Report``.
 
-    Example:
+    Examples:
       >>> import jax, equivax
       >>> from flax import nnx
       >>> model = equivax.nn.CNN(widths=(4,), padding="circular", rngs=nnx.Rngs(0))

@@ -23,7 +23,7 @@ def _fmt(value: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class CheckResult:
-    """Per-element outcome of :func:`equivax.check`.
+    """Per-element outcome of ``equivax.check``.
 
     Attributes:
       group: name of the group checked.
@@ -46,10 +46,11 @@ class CheckResult:
         between its float32 and float64 outputs), or ``None`` when not measured.
       locations: where the largest absolute difference sits, per element: ``(leaf, index)``.
       dtype: dtype of the input.
-      rtol, atol: the user's tolerances, if any.
+      rtol: the user's relative tolerance, if any.
+      atol: the user's absolute tolerance, if any.
       error_maps: ``(n, H, W)``: the largest ``|f(g·x) − g·f(x)|`` at each output position (over
         examples and channels), per element, for spatial outputs checked with
-        :func:`equivax.check_outputs`; ``None`` otherwise. Where in the map the error sits tells
+        ``equivax.check_outputs``; ``None`` otherwise. Where in the map the error sits tells
         borders from aliasing grids.
       devices: how many devices computed the elements, read from the sharding of the computed
         statistics (1 unless the check was sharded).
@@ -120,7 +121,7 @@ class CheckResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], error_maps: Any = None) -> CheckResult:
-        """Rebuild a result from :meth:`to_dict` output (``error_maps`` as nested lists or an array)."""
+        """Rebuild a result from ``to_dict`` output (``error_maps`` as nested lists or an array)."""
         rows = data["elements"]
 
         def column(key: str) -> np.ndarray:

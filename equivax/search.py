@@ -1,10 +1,10 @@
 """Worst-case inputs: gradient ascent on the equivariance error, one element at a time, all at once.
 
 Random inputs underestimate violations that live in a few input directions: a Gaussian input of
-dimension ``D`` has only about ``1/√D`` of its norm along any fixed direction. :func:`worst_case`
+dimension ``D`` has only about ``1/√D`` of its norm along any fixed direction. ``worst_case``
 instead maximises the relative error
 
-    ‖f(g·x) − g·f(x)‖₂ / ‖g·f(x)‖₂          (the ``rel_error`` of :func:`equivax.check`)
+    ‖f(g·x) − g·f(x)‖₂ / ‖g·f(x)‖₂          (the ``rel_error`` of ``equivax.check``)
 
 over inputs on the sphere ``‖x‖ = ‖x₀‖`` (per example), by an optax optimiser (Adam by default),
 projecting back onto the sphere after every step. All elements and starting points are optimised
@@ -30,7 +30,7 @@ __all__ = ["WorstCase", "worst_case"]
 
 @dataclasses.dataclass(frozen=True)
 class WorstCase:
-    """What :func:`worst_case` found, per group element.
+    """What ``worst_case`` found, per group element.
 
     Attributes:
       group: name of the group.
@@ -117,7 +117,7 @@ def worst_case(
     Args:
       f: a JAX-traceable function of ``x`` or a Flax NNX module.
       x0: a batch of starting inputs ``(N, ...)``; each keeps its norm.
-      group, in_action, out_action, elements: as for :func:`equivax.check`.
+      group, in_action, out_action, elements: as for ``equivax.check``.
       steps: number of ascent steps.
       learning_rate: step size of the default optimiser, Adam.
       optimizer: any optax ``GradientTransformation`` (it maximises; gradients are negated).
@@ -125,9 +125,9 @@ def worst_case(
         default ``jax.random.key(0)``.
 
     Returns:
-      A :class:`WorstCase` with the worst input, its error and the error history per element.
+      A ``WorstCase`` with the worst input, its error and the error history per element.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equivax
       >>> mask = jnp.arange(8.0)[None, :, None, None] < 4  # keeps the top half: not shift-equivariant
       >>> found = worst_case(lambda x: x * mask, jnp.ones((1, 8, 8, 1)), equivax.groups.translations(8),

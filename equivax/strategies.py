@@ -6,7 +6,7 @@ toward earlier families and smaller seeds, so a failure is reported on the simpl
 it. Group elements are drawn by index in order of increasing length (a 1-pixel shift or one quarter
 turn first), so a failure shrinks to the nearest non-trivial element that breaks.
 
-Example::
+Example:
 
     @given(x=equivax.strategies.images((2, 28, 28, 3)), g=equivax.strategies.elements(group))
     def test_layer_is_p4_equivariant(x, g):
@@ -125,8 +125,8 @@ def images(
       shape: ``(N, H, W, C)``, or ``(N, H, W, K, C)`` for group feature maps (drawn as K·C
         channels); one shape per strategy, so a check compiles once.
       dtype: a floating NumPy dtype.
-      families: a subset of :data:`FAMILIES` (default all available); shrinking moves toward the
-        front of :data:`FAMILIES`.
+      families: a subset of ``FAMILIES`` (default all available); shrinking moves toward the
+        front of ``FAMILIES``.
       scales: overall magnitudes to try, shrinking toward the first.
     """
     shape = _check_shape(shape)

@@ -15,7 +15,7 @@ __all__ = ["assert_equivariant", "failure_message"]
 
 
 def failure_message(result: CheckResult) -> str:
-    """The message of a failed :func:`assert_equivariant`, in the manner of numpy's assertions."""
+    """The message of a failed ``assert_equivariant``, in the manner of numpy's assertions."""
     i = result.worst
     leaf, index = result.locations[i]
     element = np.asarray(result.elements[i]).tolist()
@@ -56,11 +56,11 @@ def assert_equivariant(
     atol: float | None = None,
     chunk_size: int | None = None,
 ) -> CheckResult:
-    """Raise ``AssertionError`` unless ``f`` is equivariant; arguments as :func:`equivax.check`.
+    """Raise ``AssertionError`` unless ``f`` is equivariant; arguments as ``equivax.check``.
 
     Returns the result when the check passes, so a test can inspect it further.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equivax
       >>> x = jax.random.normal(jax.random.key(0), (1, 6, 6, 2))
       >>> _ = equivax.assert_equivariant(jnp.tanh, x, equivax.groups.p4(6))

@@ -47,3 +47,28 @@ def test_property_test_example_passes_under_pytest(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "4 passed" in done.stdout and "equivax summary" in done.stdout
+
+
+def test_claims_example_measures_every_claim_quickly(tmp_path):
+    out = tmp_path / "results.md"
+    done = _run(
+        str(ROOT / "examples" / "claims.py"),
+        "--epochs",
+        "1",
+        "--limit",
+        "128",
+        "--models",
+        "cnn-circular,mlp",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert "UCI handwritten digits" in text or "UCI ML hand-written digits" in text
+    assert "MNIST" not in text.split("**Seeds**")[0]  # the offline data is never called MNIST
+    assert "| CNN, circular padding, max pool | 1,418 |" in text and "| MLP 784-24-10 | 19,090 |" in text
+    for heading in ("Claims 1 and 2", "Claim 3", "Claim 4"):
+        assert heading in text
+    rows = [line for line in text.splitlines() if line.startswith("| CNN, circular padding, max pool | init |")]
+    assert len(rows) == 2  # claim 3 and claim 4
+    assert rows[0].split(" | ")[2].startswith("3 equivariant")  # circular CNN: exactly invariant to shifts by 4

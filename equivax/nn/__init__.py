@@ -1,9 +1,9 @@
 """Flax NNX layers and reference models, each declaring the equivariance it promises.
 
-Layers: :class:`Conv` (circular or zero padding), :class:`LiftingConv` and :class:`GroupConv`
-(p4, p4m), :class:`MaxPool`, :class:`AvgPool`, :class:`BlurPool`, :class:`GroupPool`,
-:class:`GlobalPool`, :class:`GroupBatchNorm`. Models: :class:`CNN`, :class:`MLP`,
-:class:`P4CNN`, :class:`P4MCNN`. ``contract(layer)`` returns what a layer promises, so::
+Layers: ``Conv`` (circular or zero padding), ``LiftingConv`` and ``GroupConv``
+(p4, p4m), ``MaxPool``, ``AvgPool``, ``BlurPool``, ``GroupPool``,
+``GlobalPool``, ``GroupBatchNorm``. Models: ``CNN``, ``MLP``,
+``P4CNN``, ``P4MCNN``. ``contract(layer)`` returns what a layer promises, so:
 
     equivax.check(layer, x, group, *equivax.nn.contract(layer).actions())
 """

@@ -29,7 +29,7 @@ def he_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.
 
 
 def lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
-    """Gaussian weights with variance ``1 / fan_in``, drawn like :func:`he_normal` (for read-outs)."""
+    """Gaussian weights with variance ``1 / fan_in``, drawn like ``he_normal`` (for read-outs)."""
     return he_normal(key, shape, dtype) / np.sqrt(2.0)
 
 

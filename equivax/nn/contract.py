@@ -1,6 +1,6 @@
 """What a layer promises: the symmetry it is built for and the actions on its input and output.
 
-Every equivax layer carries a :class:`Contract`, so a check or a report can test any layer against
+Every equivax layer carries a ``Contract``, so a check or a report can test any layer against
 its own promise without being told the actions: ``check(layer, x, group, *contract(layer).actions())``.
 """
 
@@ -26,8 +26,8 @@ class Contract:
 
     Attributes:
       symmetry: the group the layer is built for: ``"translations"``, ``"p4"`` or ``"p4m"``.
-      input, output: ``"image"`` (NHWC), ``"regular"`` (group feature maps ``(N, H, W, |K|, C)``)
-        or ``"invariant"`` (output only: unchanged by the group).
+      input: ``"image"`` (NHWC) or ``"regular"`` (group feature maps ``(N, H, W, |K|, C)``).
+      output: ``"image"``, ``"regular"`` or ``"invariant"`` (unchanged by the group).
       stride: total subsampling from input to output; only shifts divisible by it survive.
       padding: ``"circular"`` (exact on the torus), ``"zeros"`` (shifts hold only away from the
         borders; rotations and mirrors about the centre still hold exactly) or ``"none"``.
@@ -78,7 +78,7 @@ class Contract:
         return None
 
     def actions(self) -> tuple[Any, Any]:
-        """``(in_action, out_action)`` for :func:`equivax.check`."""
+        """``(in_action, out_action)`` for ``equivax.check``."""
         return self._action(self.input, 1), self._action(self.output, self.stride)
 
     @property

@@ -19,7 +19,7 @@ class Conv(nnx.Module):
     equivariant to circular shifts; ``"zeros"`` is the usual choice and holds only away from the
     borders. ``stride`` subsamples the output, so only shifts divisible by it survive.
 
-    Example:
+    Examples:
       >>> from flax import nnx
       >>> import jax.numpy as jnp
       >>> layer = Conv(1, 4, 3, padding="circular", rngs=nnx.Rngs(0))

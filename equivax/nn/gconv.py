@@ -4,7 +4,7 @@ The filter bank is transformed once per call: for every element ``g`` of the poi
 (4 quarter turns for p4; those and their mirrors for p4m), the filter is turned/mirrored by ``g``
 and, for group convolutions, its input-orientation axis permuted by the regular action of ``g``.
 One ordinary convolution with the stacked bank then computes every output orientation; nothing
-loops over examples. The transforms follow the conventions of :mod:`equivax.actions` (see
+loops over examples. The transforms follow the conventions of ``equivax.actions`` (see
 docs/conventions.md); the tests check each bank against the actions themselves.
 """
 
@@ -97,7 +97,7 @@ class LiftingConv(_GroupConvolution):
     ``in_features, out_features, kernel_size=3, *, group="p4", padding="zeros", stride=1,
     use_bias=True, rngs``; ``kernel_size`` must be odd.
 
-    Example:
+    Examples:
       >>> from flax import nnx
       >>> import jax.numpy as jnp
       >>> LiftingConv(1, 6, group="p4m", rngs=nnx.Rngs(0))(jnp.ones((2, 9, 9, 1))).shape
@@ -114,9 +114,9 @@ class LiftingConv(_GroupConvolution):
 
 class GroupConv(_GroupConvolution):
     """Group convolution G → G for G = p4 or p4m on (N, H, W, |K|, C) feature maps; arguments as
-    :class:`LiftingConv`.
+    ``LiftingConv``.
 
-    Example:
+    Examples:
       >>> from flax import nnx
       >>> import jax.numpy as jnp
       >>> GroupConv(3, 5, group="p4", rngs=nnx.Rngs(0))(jnp.ones((1, 7, 7, 4, 3))).shape

@@ -26,7 +26,7 @@ __all__ = ["CNN", "MLP", "P4CNN", "P4MCNN", "count_parameters"]
 def count_parameters(module: nnx.Module) -> int:
     """Number of trainable parameters (``nnx.Param`` entries) of any NNX module.
 
-    Example:
+    Examples:
       >>> from flax import nnx
       >>> count_parameters(nnx.Linear(784, 10, rngs=nnx.Rngs(0)))
       7850
@@ -62,7 +62,7 @@ class CNN(_Stack):
     the total stride ``2 ** len(widths)``; other shifts alias through the pooling (``pool="blur"``
     reduces that). It promises nothing for rotations.
 
-    Example:
+    Examples:
       >>> from flax import nnx
       >>> count_parameters(CNN(rngs=nnx.Rngs(0)))
       1418
@@ -167,7 +167,7 @@ class P4CNN(_GCNN):
     pooling windows map to pooling windows), with either padding; to circular shifts by multiples
     of 2 only with ``padding="circular"``.
 
-    Example:
+    Examples:
       >>> from flax import nnx
       >>> count_parameters(P4CNN(rngs=nnx.Rngs(0)))
       21760

@@ -57,7 +57,7 @@ class _SpatialPool(nnx.Module):
 class MaxPool(_SpatialPool):
     """Spatial max pooling, window ``size``, step ``stride`` (default ``size``), NHWC or group maps.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> MaxPool(2)(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, ..., 0]
       Array([[ 5.,  7.],
@@ -69,7 +69,7 @@ class MaxPool(_SpatialPool):
 
 
 class AvgPool(_SpatialPool):
-    """Spatial average pooling, as :class:`MaxPool`."""
+    """Spatial average pooling, as ``MaxPool``."""
 
     reducer = staticmethod(lax.add)
     identity = 0.0

@@ -1,6 +1,6 @@
-"""Renderers for :class:`equivax.Report`: terminal, Markdown, JSON and a self-contained HTML page.
+"""Renderers for ``equivax.Report``: terminal, Markdown, JSON and a self-contained HTML page.
 
-Every renderer takes one report or a sequence of them (several models in one document)::
+Every renderer takes one report or a sequence of them (several models in one document):
 
     equivax.render.terminal(report)      # rich table, as text (print it)
     equivax.render.markdown(report)      # GitHub-flavoured Markdown

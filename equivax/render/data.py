@@ -22,7 +22,7 @@ def to_json(reports: Report | Sequence[Report], *, maps: bool = True, indent: in
 
 
 def from_json(text: str) -> list[Report]:
-    """The reports in JSON written by :func:`to_json` (a clear error for another version)."""
+    """The reports in JSON written by ``to_json`` (a clear error for another version)."""
     data = json.loads(text)
     if not isinstance(data, dict) or "reports" not in data:
         raise ValueError("not an equivax report file: expected a JSON object with 'version' and 'reports'")

@@ -32,7 +32,7 @@ def layer_errors(report: Report, limit: int = 10) -> bytes:
     """Relative error of every layer's output, one line per element (the worst ``limit``).
 
     Markers give the verdict (o equivariant, ■ approximate, X broken); exact zeros sit at
-    :data:`ZERO_AT`; elements a layer's action does not represent (a stride) leave a gap.
+    ``ZERO_AT``; elements a layer's action does not represent (a stride) leave a gap.
     """
     names = [layer.name for layer in report.layers]
     fig = Figure(figsize=(max(6.0, 0.45 * len(names) + 2), 4.2))
