@@ -42,6 +42,7 @@ from jax.extend import core as jex
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from equivax import actions as actions_lib
+from equivax import continuous
 from equivax.groups import Group
 from equivax.precision import RetypeError, retype_value, retyped
 from equivax.result import CheckResult
@@ -198,7 +199,7 @@ def _leaf_actions(out_action: Any, y: Any) -> list[Any]:
 
 def _apply(action: Any, g: jax.Array, y: Any) -> Any:
     """``action(g, y)``; a built-in array action given a pytree output acts on each leaf."""
-    if isinstance(action, _PLANAR_ACTIONS) and not isinstance(y, jax.Array):
+    if isinstance(action, _ARRAY_ACTIONS) and not isinstance(y, jax.Array):
         return jax.tree.map(lambda leaf: action(g, leaf), y)
     return action(g, y)
 
@@ -272,7 +273,7 @@ class _Kernel:
         if self.shards == 1:
             stats = run(elements)
         else:  # one part per device: the partitioner splits the outer axis, each device maps its part
-            parts = elements.reshape(self.shards, -1, elements.shape[-1])
+            parts = elements.reshape(self.shards, -1, *elements.shape[1:])
             stats = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jax.vmap(run)(parts))
         stats["x_finite"] = jnp.all(jnp.isfinite(x))
         y_finite = jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(y)])
@@ -494,6 +495,8 @@ def _as_action(action: Any, group: Group, which: str) -> Any:
 
 
 _PLANAR_ACTIONS = (actions_lib.ImageAction, actions_lib.RegularAction)
+#: Built-in actions on one array; given a pytree output, they act on each leaf.
+_ARRAY_ACTIONS = (*_PLANAR_ACTIONS, continuous.ShiftAction, continuous.RotationAction, continuous.ScalingAction)
 
 
 def _check_fits(group: Group, x: jax.Array, in_action: Any) -> None:

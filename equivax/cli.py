@@ -163,6 +163,25 @@ class UsageError(Exception):
     """A problem with the command line's arguments, reported in one line (exit status 2)."""
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _writable(path: str | None) -> None:
+    """Fail before the check, not after it, when the output file cannot be written."""
+    if path is None or path == "-":
+        return
+    folder = pathlib.Path(path).resolve().parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: the folder {folder} does not exist")
+
+
 def _input_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.split(","))
@@ -236,16 +255,23 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _write(reports: list[Report], path: str, fmt: str) -> pathlib.Path:
+    try:
+        return render.write(reports, path, format=fmt)
+    except OSError as err:
+        raise UsageError(f"cannot write {path}: {err.strerror or err}") from err
+
+
 def _output(reports: list[Report], fmt: str, path: str | None) -> None:
     if path is None:
         text = render.FORMATS[fmt](reports) if fmt != "text" else render.terminal(reports, colour=sys.stdout.isatty())
         sys.stdout.write(text)
         return
-    written = render.write(reports, path, format=fmt)
-    _progress(f"wrote {written}")
+    _progress(f"wrote {_write(reports, path, fmt)}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    _writable(args.output)
     shape = _input_shape(args.input_shape)
     group = _group(args.group, shape)
     factory = load_factory(args.factory)
@@ -286,20 +312,21 @@ DEMO_MODELS: tuple[tuple[str, Callable[[int, Any], Any]], ...] | None = None
 
 def _demo_table(reports: list[Report]) -> str:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="Where each model first breaks: output verdict — first broken layer", title_justify="left")
     table.add_column("element")
     for found in reports:
-        table.add_column(found.model)
+        table.add_column(escape(found.model))
     for i, label in enumerate(reports[0].labels):
         cells = []
         for found in reports:
             first = found.first_broken_layer(label)
             verdict = found.output.verdicts[i]
             colour = render._common.COLOURS.get(verdict, "")
-            cells.append(f"[{colour}]{verdict}[/] — {first or 'never'}")
-        table.add_row(label, *cells)
+            cells.append(f"[{colour}]{verdict}[/] — {escape(first or 'never')}")
+        table.add_row(escape(label), *cells)
     console = Console(width=120, force_terminal=sys.stdout.isatty())
     with console.capture() as captured:
         console.print(table)
@@ -312,6 +339,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     size = args.size
     if size < 4 or size % 4:
         raise UsageError(f"--size must be a multiple of 4 (the CNN subsamples twice by 2), got {size}")
+    _writable(args.output)
     models = DEMO_MODELS or _demo_models()
     group = groups.p4m(size)
     chosen = groups.basic_elements(group, shifts=(1, 2, 4))
@@ -332,8 +360,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "breaks.\nThe CNN and P4CNN use circular padding; the MLP promises nothing. Details per layer: the HTML report."
     )
     if args.output != "-":
-        written = render.write(reports, args.output, format="html")
-        print(f"HTML report: {written.resolve()}")
+        print(f"HTML report: {_write(reports, args.output, 'html').resolve()}")
     _progress(f"total {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -347,7 +374,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Check built-in reference layers against the symmetries they do and do not have.",
     )
     p_check.add_argument("--example", action="append", help=f"run only this example (repeatable): {EXAMPLES}")
-    p_check.add_argument("--batch", type=int, default=2, help="examples per batch (default 2)")
+    p_check.add_argument("--batch", type=_positive, default=2, help="examples per batch (default 2)")
     p_check.add_argument("--seed", type=int, default=0, help="random seed of the input (default 0)")
     p_check.add_argument("--rows", type=int, default=4, help="table rows per example (default 4)")
     p_check.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -360,7 +387,7 @@ def _parser() -> argparse.ArgumentParser:
         "mirrors, layer by layer; print where each model first breaks and write an HTML report.",
     )
     p_demo.add_argument("-o", "--output", default="equivax-demo.html", help="HTML file to write ('-' for none)")
-    p_demo.add_argument("--batch", type=int, default=4, help="random images per batch (default 4)")
+    p_demo.add_argument("--batch", type=_positive, default=4, help="random images per batch (default 4)")
     p_demo.add_argument("--seed", type=int, default=0, help="seed of the images and the weights (default 0)")
     p_demo.add_argument("--size", type=int, default=28, help="image height and width, a multiple of 4 (default 28)")
     p_demo.set_defaults(handler=_cmd_demo)
@@ -375,7 +402,7 @@ def _parser() -> argparse.ArgumentParser:
     p_report.add_argument("factory", metavar="MODULE:FACTORY", help="e.g. my_models:build or equivax.nn:P4CNN")
     p_report.add_argument("--group", required=True, choices=sorted(GROUPS), help="the group acting on the input")
     p_report.add_argument("--input-shape", required=True, help="height,width,channels of one input, e.g. 28,28,1")
-    p_report.add_argument("--batch", type=int, default=4, help="random inputs per batch (default 4)")
+    p_report.add_argument("--batch", type=_positive, default=4, help="random inputs per batch (default 4)")
     p_report.add_argument("--seed", type=int, default=0, help="seed of the inputs and the weights (default 0)")
     p_report.add_argument(
         "--elements",

@@ -154,19 +154,18 @@ def _lie(fn, gen_in, gen_out, state, x):
     return dy if gen_out is None else dy - gen_out(y)
 
 
-def _split_batch(state: Any, x: jax.Array, devices: Any) -> tuple[Any, jax.Array, int]:
-    """Place the batch one part per device (padded with copies of its last example to a multiple
-    of the device count) and the parameters on every device; single device: unchanged."""
+def _split_batch(state: Any, x: jax.Array, devices: Any) -> tuple[Any, jax.Array]:
+    """Place the batch one part per device and the parameters on every device. The number of parts
+    is the largest divisor of the batch size not above the device count (no padding: a model that
+    mixes examples, a batch norm in training mode say, sees exactly the batch it was given)."""
     devices = _as_devices(devices)
-    shards = min(len(devices), x.shape[0])
+    n = x.shape[0]
+    shards = max(d for d in range(1, min(len(devices), n) + 1) if n % d == 0)
     if shards == 1:
-        return state, x, x.shape[0]
+        return state, x
     mesh = Mesh(np.asarray(devices[:shards]), ("batch",))
-    n, extra = x.shape[0], -x.shape[0] % shards
-    if extra:
-        x = jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)])
     x = jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch")))
-    return jax.device_put(state, NamedSharding(mesh, PartitionSpec())), x, n
+    return jax.device_put(state, NamedSharding(mesh, PartitionSpec())), x
 
 
 def lie_derivative(
@@ -202,8 +201,8 @@ def lie_derivative(
     gen_in = _as_generator(generator, "generator")
     gen_out = None if out_generator is None else _as_generator(out_generator, "out_generator")
     fn, state = _split(f)
-    state, x, n = _split_batch(state, jnp.asarray(x), devices)
-    return _lie(fn, gen_in, gen_out, state, x)[:n]
+    state, x = _split_batch(state, jnp.asarray(x), devices)
+    return _lie(fn, gen_in, gen_out, state, x)
 
 
 def _rms(values: jax.Array) -> jax.Array:
@@ -410,9 +409,10 @@ def layer_lie_errors(layers: Any, x: jax.Array, generator: str, *, devices: Any 
             f"the output of the last layer has shape {tuple(shapes[-1].shape)}, on which {generator!r} is not "
             "defined (group feature maps carry only quarter turns); end the stack with a pooling over orientations"
         )
-    placed_state, placed_x, n = _split_batch(state, x, devices)
+    placed_state, placed_x = _split_batch(state, x, devices)
+    n = x.shape[0]
     outputs = _layerwise(graphdef, base, levels, placed_state, placed_x)
-    prefix, contributions, total = jax.tree.map(lambda a: np.asarray(a)[:n], outputs)
+    prefix, contributions, total = jax.tree.map(np.asarray, outputs)
     nan = np.full(n, np.nan)
     out_shape = tuple(shapes[-1].shape)
     vectors = [np.full(out_shape, np.nan) if c is None else np.asarray(c) for c in contributions]

@@ -103,10 +103,15 @@ class Report:
 
     def first_broken_layer(self, label: str) -> str | None:
         """Name of the first layer whose output breaks for the element ``label``, or ``None``."""
+        index = self.first_broken_index(label)
+        return None if index is None else self.layers[index].name
+
+    def first_broken_index(self, label: str) -> int | None:
+        """Position in :attr:`layers` of the first layer whose output breaks for ``label``, or ``None``."""
         i = self._element(label)
-        for layer in self.layers:
+        for position, layer in enumerate(self.layers):
             if layer.result.verdicts[i] in BREAKS:
-                return layer.name
+                return position
         return None
 
     @property
@@ -306,7 +311,13 @@ class _Carried:
 
 def _carried_by_input(in_action: Any) -> _Carried:
     if isinstance(in_action, actions_lib.RegularAction):
-        return _Carried("regular", in_action.stride, in_action.name)
+        layout = {POINT_C4: "p4", POINT_D4: "p4m"}.get(tuple(in_action.points))
+        if layout is None:
+            raise ValueError(
+                f"the input's regular action has orientations {in_action.points}, neither p4's nor p4m's: pass "
+                "out_action, and the model is checked end to end"
+            )
+        return _Carried("regular", in_action.stride, layout)
     return _Carried("image", getattr(in_action, "stride", 1))
 
 
@@ -336,6 +347,11 @@ def _next(carried: _Carried, layer: Any, before: tuple[int, ...], after: tuple[i
         return _Carried(declared.output, carried.stride * declared.stride, layout), "contract"
     if after == before:
         return carried, "inferred"
+    if len(after) in (4, 5) and tuple(after[1:3]) == (1, 1):  # one pixel: every shift acts trivially
+        if len(after) == 4:
+            return _Carried("image"), "inferred"
+        if after[3] in _LAYOUTS:
+            return _Carried("regular", 1, _LAYOUTS[after[3]][0]), "inferred"
     ratio = _ratio(before, after)
     if len(after) == 4 and ratio is not None:
         return _Carried("image", carried.stride * ratio), "inferred"

@@ -136,3 +136,15 @@ def test_demo_prints_where_models_break_and_writes_html(tmp_path, monkeypatch, c
     assert "broken — 0 Conv" in rows["r1"] and "broken — 0 flatten" in rows["r1"]
     assert out.read_text().count("<h2>") == 2
     assert cli.main(["demo", "--size", "10"]) == 2
+
+
+def test_bad_numbers_and_unwritable_outputs_are_usage_errors(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["demo", "--batch", "0"])
+    assert exited.value.code == 2 and "positive integer" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mymodels.py").write_text(MODELS)
+    monkeypatch.delitem(sys.modules, "mymodels", raising=False)
+    argv = ["report", "mymodels:build", "--group", "p4", "--input-shape", "8,8,1", "-o", "/no/such/folder/r.html"]
+    assert cli.main(argv) == 2
+    assert "folder /no/such/folder does not exist" in capsys.readouterr().err

@@ -111,3 +111,18 @@ def test_html_renders_in_a_headless_browser(reports, tmp_path):
         timeout=120,
     )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_repeated_names_and_markup_characters_are_rendered_as_given():
+    x = jax.random.normal(jax.random.key(0), (1, 6, 6, 1))
+    layers = [
+        ("[b]block", jax.numpy.tanh),
+        ("[b]block", lambda y: y * jax.numpy.arange(6.0)[:, None]),
+        ("end", jax.numpy.tanh),
+    ]
+    found = equivax.report(None, x, groups.translations(6, 6, shifts=[(0, 1)]), layers=layers, name="[red]model")
+    assert found.first_broken_index("shift(0,1)") == 1
+    rows = render._common.element_rows(found)
+    assert rows[0]["first_break"] == "[b]block" and rows[0]["why"].startswith("structural")
+    text = render.terminal(found)
+    assert "[b]block" in text and "[red]model" in text

@@ -137,3 +137,30 @@ def test_bad_arguments_say_what_to_do():
         equivax.report(nnx.Sequential(nnx.Linear(3, 2, rngs=nnx.Rngs(0))), x, groups.rotations())
     with pytest.raises(KeyError, match="was not checked"):
         Report("m", "g", (1,), ("r1",), ()).first_broken_layer("r2")
+
+
+def test_regular_input_and_one_pixel_outputs_carry_the_right_actions():
+    group = groups.p4(8)
+    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4, 2))
+    keep = lambda y: jnp.max(y, axis=(1, 2), keepdims=True)  # noqa: E731 - (1, 1, 1, 4, 2): orientations left
+    found = equivax.report(
+        None, x, group, actions.regular(group), layers=[jnp.tanh, keep], elements=groups.basic_elements(group)
+    )
+    assert [layer.output for layer in found.layers] == ["regular(p4)", "regular(p4)"]
+    assert found.ok and found.first_breaks == dict.fromkeys(found.labels)
+    images = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+    pooled = equivax.report(
+        None,
+        images,
+        groups.translations(8, 8, shifts=[(0, 1), (1, 1)]),
+        layers=[jnp.tanh, lambda y: jnp.mean(y, axis=(1, 2), keepdims=True)],
+    )
+    assert pooled.ok and pooled.first_breaks == {"shift(0,1)": None, "shift(1,1)": None}
+
+
+def test_continuous_actions_act_on_each_output_by_default():
+    from equivax import continuous
+
+    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 1))
+    results = equivax.check_outputs(lambda x: (jnp.tanh(x), 2 * x), x, continuous.rotations(n=4))
+    assert list(results) == ["[0]", "[1]"] and all(r.ok for r in results.values())

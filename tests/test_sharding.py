@@ -67,6 +67,21 @@ SCRIPT = textwrap.dedent(
     layers = equivax.layer_lie_errors(model, x[..., :1], "translate_x")
     layers_one = equivax.layer_lie_errors(model, x[..., :1], "translate_x", devices=one)
     np.testing.assert_allclose(layers.total, layers_one.total, rtol=1e-5)
+    # a user's group of 2x2 matrices (elements are not vectors)
+    swap = np.array([[0.0, 1.0], [1.0, 0.0]])
+    matrices = groups.finite([np.eye(2), swap, -np.eye(2), -swap], name="swaps")
+    act = lambda g, v: v @ g.T  # noqa: E731
+    vectors = jax.random.normal(jax.random.key(3), (3, 2))
+    same_matrices = equivax.check(lambda v: 2 * v, vectors, matrices, act, act)
+    assert same_matrices.ok and same_matrices.devices == 3
+    # a batch of 6 on 4 devices: 3 parts, no padding, so a model that mixes examples sees its own batch
+    ramp = jnp.arange(8.0)[:, None]  # not rotation invariant: a derivative well above rounding
+    mixing = lambda z: jnp.sum(z * jnp.mean(z, axis=0) * ramp, axis=(1, 2, 3))  # noqa: E731
+    six = x[..., :1].repeat(3, axis=0)
+    np.testing.assert_allclose(
+        equivax.lie_derivative(mixing, six, "rotation"), equivax.lie_derivative(mixing, six, "rotation", devices=one),
+        rtol=1e-5,
+    )
     print("sharded checks agree")
     """
 )

@@ -34,10 +34,11 @@ def element_rows(report: Report) -> list[dict[str, str]]:
     out = report.output
     rows = []
     for i, label in enumerate(report.labels):
-        first = report.first_broken_layer(label)
+        index = report.first_broken_index(label)
+        first = None if index is None else report.layers[index].name
         reason = ""
-        if first is not None:
-            layer = next(layer for layer in report.layers if layer.name == first)
+        if index is not None:
+            layer = report.layers[index]
             reason = layer.result.reasons[i]
             if layer.result.methods[i] == "stride":
                 reason = _undefined(layer.result.elements[i], layer.stride, layer.output)

@@ -58,8 +58,8 @@ def layer_errors(report: Report, limit: int = 10) -> bytes:
 def _map_for(report: Report, i: int) -> tuple[str, np.ndarray] | None:
     """The error map at element ``i``'s first broken layer, when that layer has spatial outputs
     and an action for the element there (not an element its stride drops)."""
-    first = report.first_broken_layer(report.labels[i])
-    layer = next((layer for layer in report.layers if layer.name == first), None)
+    index = report.first_broken_index(report.labels[i])
+    layer = None if index is None else report.layers[index]
     if layer is None or layer.result.error_maps is None or layer.result.methods[i] == "stride":
         return None
     return layer.name, layer.result.error_maps[i]

@@ -6,6 +6,7 @@ import io
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from equivax.render._common import COLOURS, as_reports, element_rows, layer_rows
@@ -13,22 +14,24 @@ from equivax.report import Report
 
 
 def _element_table(report: Report) -> Table:
-    table = Table(title=f"{report.model} under {report.group}: per element", title_justify="left")
+    table = Table(title=escape(f"{report.model} under {report.group}: per element"), title_justify="left")
     for column in ("element", "output rel error", "output verdict", "first broken layer"):
         table.add_column(column)
     for row in element_rows(report):
         colour = COLOURS.get(row["verdict"], "")
-        table.add_row(row["element"], row["rel_error"], f"[{colour}]{row['verdict']}[/]", row["first_break"])
+        verdict = f"[{colour}]{escape(row['verdict'])}[/]"
+        table.add_row(escape(row["element"]), row["rel_error"], verdict, escape(row["first_break"]))
     return table
 
 
 def _layer_table(report: Report) -> Table:
-    table = Table(title=f"{report.model}: per layer", title_justify="left")
+    table = Table(title=escape(f"{report.model}: per layer"), title_justify="left")
     for column in ("layer", "action", "worst element", "rel error", "verdicts"):
         table.add_column(column)
     for row in layer_rows(report):
         colour = COLOURS.get(row["status"], "")
-        table.add_row(row["layer"], row["output"], row["worst"], row["rel_error"], f"[{colour}]{row['counts']}[/]")
+        counts = f"[{colour}]{escape(row['counts'])}[/]"
+        table.add_row(escape(row["layer"]), escape(row["output"]), escape(row["worst"]), row["rel_error"], counts)
     return table
 
 
@@ -47,9 +50,7 @@ def terminal(reports: Report | Sequence[Report], *, width: int = 110, colour: bo
         console.print(_element_table(report))
         if layers:
             console.print(_layer_table(report))
-        console.print(
-            f"{report.model}: output {'equivariant' if report.ok else 'NOT equivariant'} "
-            f"({report.output.summary()}); {report.seconds:.1f} s"
-        )
+        verdict = "equivariant" if report.ok else "NOT equivariant"
+        console.print(escape(f"{report.model}: output {verdict} ({report.output.summary()}); {report.seconds:.1f} s"))
         console.print()
     return buffer.getvalue()
