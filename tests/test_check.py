@@ -234,6 +234,7 @@ def test_automatic_chunks_on_cpu_give_the_same_numbers(monkeypatch):
     program = check_module._program(
         check_module._Kernel(check_module._Plain(f), actions.image(), actions.image(), None),
         (None, images(seed=3), g.non_identity()),
+        jax.devices()[:1],
     )
     assert program.chunk_size is not None and 1 <= program.chunk_size < 63
     auto = equivax.check(f, images(seed=3), g)
