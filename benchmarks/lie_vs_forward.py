@@ -13,25 +13,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
 
 import jax
 import numpy as np
+from check_vs_forward import median_seconds
 from flax import nnx
 
 from equivax import lie
 from equivax.nn import CNN, P4CNN
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def timings(model: nnx.Module, x: np.ndarray, repeats: int) -> dict[str, float]:
