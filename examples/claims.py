@@ -42,6 +42,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 #: at the CNNs' learning rate (1e-2) its ReLUs die within the first epoch.
 MODELS = {
     "mlp": ("MLP 784-24-10", lambda rngs: MLP(rngs=rngs), 30, 1e-2),
+    "cnn-tiny": (
+        "CNN 4-8, zero padding (a few hundred parameters)",
+        lambda rngs: CNN(widths=(4, 8), rngs=rngs),
+        30,
+        1e-2,
+    ),
     "cnn": ("CNN, zero padding, max pool", lambda rngs: CNN(rngs=rngs), 30, 1e-2),
     "cnn-circular": ("CNN, circular padding, max pool", lambda rngs: CNN(padding="circular", rngs=rngs), 30, 1e-2),
     "cnn-blur": (
