@@ -19,10 +19,10 @@ The public API:
 import importlib
 
 from equivax import actions, continuous, groups, lie, search
-from equivax.check import check, check_outputs, compiled_memory, rounding_bound
+from equivax._check import check, check_outputs, compiled_memory, rounding_bound
+from equivax._report import Report, report
 from equivax.groups import Group
 from equivax.lie import LayerLieErrors, layer_lie_errors, lie_derivative, lie_error
-from equivax.report import Report, report
 from equivax.result import VERDICTS, CheckResult
 from equivax.search import WorstCase, worst_case
 from equivax.testing import assert_equivariant

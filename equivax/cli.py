@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from equivax import actions, groups, render, zoo
-from equivax.check import check
-from equivax.report import Report, report
+from equivax._check import check
+from equivax._report import Report, report
 from equivax.result import CheckResult
 
 __all__ = ["EXAMPLES", "main"]

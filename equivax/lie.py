@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from equivax.check import _as_devices, _split
+from equivax._check import _as_devices, _split
 
 __all__ = [
     "GENERATORS",

@@ -48,14 +48,13 @@ class _Collector:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
-        from equivax.check import OBSERVERS
+        from equivax._observers import observing
 
         self.current = item
-        OBSERVERS.append(self.observe)
         try:
-            return (yield)
+            with observing(self.observe):
+                return (yield)
         finally:
-            OBSERVERS.remove(self.observe)
             self.current = None
 
     def observe(self, f: Any, result: CheckResult) -> None:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from equivax.check import _as_action, _as_elements, _split
+from equivax._check import _as_action, _as_elements, _split
 from equivax.groups import Group
 
 __all__ = ["WorstCase", "worst_case"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from equivax.check import check
+from equivax._check import check
 from equivax.groups import Group
 from equivax.result import CheckResult
 

@@ -225,7 +225,7 @@ def test_chunking_gives_the_same_numbers():
 
 
 def test_automatic_chunks_on_cpu_give_the_same_numbers(monkeypatch):
-    check_module = importlib.import_module("equivax.check")
+    check_module = importlib.import_module("equivax._check")
     f = zoo.zero_padded_conv(weights((3, 3, 3, 2)))
     g = groups.translations(8, 8)
     whole = equivax.check(f, images(seed=3), g, chunk_size=63)

@@ -8,8 +8,8 @@ from flax import nnx
 
 import equivax
 from equivax import actions, groups
+from equivax._report import Report
 from equivax.nn import CNN, GlobalPool, GroupConv, GroupPool, LiftingConv
-from equivax.report import Report
 
 SHIFTS = [(0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (2, 2)]
 

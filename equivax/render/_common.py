@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from equivax.report import BREAKS, Report
+from equivax._report import BREAKS, Report
 from equivax.result import VERDICTS
 
 #: Colour of each verdict (terminal styles and HTML).

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from equivax._report import SCHEMA_VERSION, Report
 from equivax.render._common import as_reports
-from equivax.report import SCHEMA_VERSION, Report
 
 
 def to_json(reports: Report | Sequence[Report], *, maps: bool = True, indent: int | None = 1) -> str:

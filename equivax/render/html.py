@@ -7,9 +7,9 @@ import base64
 import html as html_lib
 from collections.abc import Sequence
 
+from equivax._report import Report
 from equivax.render import plots
 from equivax.render._common import COLOURS, as_reports, element_rows, fmt, layer_rows
-from equivax.report import Report
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;

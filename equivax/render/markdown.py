@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from equivax._report import Report
 from equivax.render._common import as_reports, element_rows, fmt, layer_rows
-from equivax.report import Report
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from equivax.report import Report
+from equivax._report import Report
 
 #: Exact zeros are drawn at this height on the logarithmic error axis.
 ZERO_AT = 1e-16

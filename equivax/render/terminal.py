@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from equivax._report import Report
 from equivax.render._common import COLOURS, as_reports, element_rows, layer_rows
-from equivax.report import Report
 
 
 def _element_table(report: Report) -> Table:

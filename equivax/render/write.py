@@ -5,11 +5,11 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Callable, Sequence
 
+from equivax._report import Report
 from equivax.render.data import to_json
 from equivax.render.html import html
 from equivax.render.markdown import markdown
 from equivax.render.terminal import terminal
-from equivax.report import Report
 
 #: Renderer by format name.
 FORMATS: dict[str, Callable[..., str]] = {"html": html, "json": to_json, "markdown": markdown, "text": terminal}

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from equivax import actions as actions_lib
-from equivax.check import check_outputs
+from equivax._check import check_outputs
 from equivax.groups import POINT_C4, POINT_D4, Group
 from equivax.result import CheckResult
 

@@ -43,6 +43,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from equivax import actions as actions_lib
 from equivax import continuous
+from equivax._observers import notify
 from equivax.groups import Group
 from equivax.precision import RetypeError, retype_value, retyped
 from equivax.result import CheckResult
@@ -62,8 +63,6 @@ RESOLUTION_ULPS = 1
 #: the program amplifies rounding; float64's own sensitivity is then measured directly.
 SATURATED_ROUNDING = 1e-3
 
-#: Callables ``observer(f, result)`` told of every finished check (the pytest plugin is one).
-OBSERVERS: list[Callable[[Any, CheckResult], None]] = []
 
 _EPS64 = float(np.finfo(np.float64).eps)
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -848,8 +847,7 @@ def check(
     """
     program, args, y, stats = _run(f, x, group, in_action, out_action, elements, chunk_size, devices, each_output=False)
     result = _result(group, program, args, y, stats, program.out_shape[0], rtol, atol)
-    for observer in OBSERVERS:
-        observer(f, result)
+    notify(f, result)
     return result
 
 
