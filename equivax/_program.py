@@ -150,6 +150,7 @@ class Program:
             traced = trace(kernel, padded)
         self.closed, self.out_shape = traced
         self.text = str(self.closed.jaxpr)  # what a fresh trace is compared with
+        self.fingerprint: Any = None  # of the plain callable it was last traced from (see _traced)
         self.consts = list(self.closed.consts)
         self.out_tree = jax.tree.structure(self.out_shape)
         self.run = jax.jit(jex.jaxpr_as_fun(hoisted(self.closed)))
