@@ -355,38 +355,65 @@ def _nearest(table: np.ndarray, row: np.ndarray, tol: float) -> int | None:
 
 
 class _Lookup:
-    """Find rows in a table of flat elements: a hash of each row's grid cell, sorted, answers almost
-    every query in ``O(log n)``; rows it cannot place within ``tol`` are compared with every element."""
+    """Find rows in a table of flat elements within ``tol`` (max-norm), in ``O(log n)`` per row.
+
+    Most rows are found by a hash of their grid cell. For the others, every row is projected on one
+    seeded random direction ``u``; a table row within ``tol`` of a query has a projection within
+    ``tol · ‖u‖₁`` of the query's, so the sorted projections give a short range of candidates, which
+    are then compared entry by entry. Exact and complete.
+    """
 
     def __init__(self, table: np.ndarray, tol: float):
         self.table, self.tol = table, tol
-        self.mix = np.random.default_rng(0).integers(1, 2**62, size=table.shape[1]).astype(np.uint64) | np.uint64(1)
+        self.direction = np.random.default_rng(0).standard_normal(table.shape[1])
+        self.reach = tol * float(np.sum(np.abs(self.direction))) * (1 + 1e-9)
+        projections = table @ self.direction
+        self.order = np.argsort(projections, kind="stable")
+        self.sorted = projections[self.order]
+        # A first guess: rows in the same grid cell (of 8 tol) as an element, found by a sorted hash.
+        self.mix = np.random.default_rng(1).integers(1, 2**62, size=table.shape[1]).astype(np.uint64)
         hashes = self._hash(table)
-        self.order = np.argsort(hashes, kind="stable")
-        self.sorted = hashes[self.order]
+        self.hash_order = np.argsort(hashes, kind="stable")
+        self.hash_sorted = hashes[self.hash_order]
 
     def _hash(self, rows: np.ndarray) -> np.ndarray:
-        keys = np.round(rows / self.tol) if self.tol > 0 else rows
+        keys = np.round(rows / (8 * self.tol)) if self.tol > 0 else rows
         return (keys.astype(np.int64).view(np.uint64) * self.mix).sum(axis=1, dtype=np.uint64)
 
     def find(self, rows: np.ndarray) -> np.ndarray:
-        """Index of each row in the table, -1 where it has none."""
-        if len(self.table) == 0:
-            return np.full(len(rows), -1)
+        """Index of each row in the table (within ``tol``), -1 where it has none."""
+        index = np.full(len(rows), -1)
+        if len(self.table) == 0 or len(rows) == 0:
+            return index
         hashes = self._hash(rows)
-        pos = np.minimum(np.searchsorted(self.sorted, hashes), len(self.sorted) - 1)
-        candidate = self.order[pos]
-        same_hash = self.sorted[pos] == hashes
-        found = same_hash & np.all(np.abs(rows - self.table[candidate]) <= self.tol, axis=1)
-        index = np.where(found, candidate, -1)
-        # Exact rows with no equal hash are absent; float rows may sit across a cell border.
-        unsure = np.flatnonzero(~found & (same_hash if self.tol == 0 else True))
-        step = max(1, _BLOCK // max(1, self.table.size))
-        for start in range(0, len(unsure), step):
-            part = unsure[start : start + step]
-            distance = _distances(rows[part], self.table)
+        pos = np.minimum(np.searchsorted(self.hash_sorted, hashes), len(self.hash_sorted) - 1)
+        guess = self.hash_order[pos]
+        hit = (self.hash_sorted[pos] == hashes) & np.all(np.abs(rows - self.table[guess]) <= self.tol, axis=1)
+        index[hit] = guess[hit]
+        rest = np.flatnonzero(~hit)
+        if rest.size:
+            index[rest] = self._search(rows[rest])
+        return index
+
+    def _search(self, rows: np.ndarray) -> np.ndarray:
+        """The projection search, for rows the hash did not place."""
+        index = np.full(len(rows), -1)
+        projections = rows @ self.direction
+        lo = np.searchsorted(self.sorted, projections - self.reach, side="left")
+        hi = np.searchsorted(self.sorted, projections + self.reach, side="right")
+        width = int(np.max(hi - lo))
+        if width == 0:
+            return index
+        step = max(1, _BLOCK // (width * rows.shape[1]))
+        for start in range(0, len(rows), step):
+            part = slice(start, start + step)
+            slots = lo[part, None] + np.arange(width)[None, :]
+            candidates = self.order[np.minimum(slots, len(self.order) - 1)]
+            distance = np.max(np.abs(self.table[candidates] - rows[part, None, :]), axis=2, initial=0)
+            distance = np.where(slots < hi[part, None], distance, np.inf)
             best = np.argmin(distance, axis=1)
-            index[part] = np.where(distance[np.arange(len(part)), best] <= self.tol, best, -1)
+            ok = distance[np.arange(len(best)), best] <= self.tol
+            index[part] = np.where(ok, candidates[np.arange(len(best)), best], -1)
         return index
 
 
@@ -419,36 +446,52 @@ class _Products:
                 f"{example.shape}: it must return one element of the same shape"
             )
         self.table = jax.jit(jax.vmap(jax.vmap(compose, in_axes=(None, 0)), in_axes=(0, None)))
+        self.right: tuple[Any, Any] = (None, None)
 
-    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """``(len(a), len(b), ...)`` products; ``a`` is padded to a power-of-two block (few compiles)."""
-        size = max(1, int(np.prod(a.shape[1:])) * len(b))
-        block = max(1, min(len(a), _BLOCK // size))
-        block = 1 << (block - 1).bit_length() if block < len(a) else len(a)
-        pad = 1 << (block - 1).bit_length()
+    def __call__(self, a: np.ndarray, b: np.ndarray, block: int) -> np.ndarray:
+        """``(len(a), len(b), ...)`` products, ``a`` in blocks of ``block`` rows, the last one padded, so
+        that one compiled program serves every call with the same ``block`` and ``b``."""
         parts = []
         with jax.enable_x64(self.wide), jax.default_device(self.cpu):
-            right = jnp.asarray(b)
+            if self.right[0] is not b:
+                self.right = (b, jax.device_put(b, self.cpu))
             for start in range(0, len(a), block):
                 part = a[start : start + block]
-                padded = np.concatenate([part, np.repeat(part[:1], pad - len(part), axis=0)])
-                parts.append(np.asarray(self.table(jnp.asarray(padded), right))[: len(part)])
+                padded = np.concatenate([part, np.repeat(part[:1], block - len(part), axis=0)])
+                parts.append(np.asarray(self.table(padded, self.right[1]))[: len(part)])
         return np.concatenate(parts).astype(self.dtype, copy=False)
+
+
+def _block(a_rows: int, b: np.ndarray) -> int:
+    """Rows of ``a`` per call so that a block of products holds about ``_BLOCK`` numbers."""
+    return max(1, min(a_rows, _BLOCK // max(1, b.size)))
 
 
 def _close(products: _Products, generators: np.ndarray, tol: float, max_size: int, name: str) -> np.ndarray:
     """Every product of the generators: breadth-first, multiplying the newest elements by each generator."""
     flat_gens = _flat(generators)
     table = generators[np.unique(_first_of_each(flat_gens, tol))]
-    frontier = table
+    frontier, block = table, min(64, _block(max_size, generators))
+    # Candidates are looked up in an index of the older elements and compared with the newer ones;
+    # the index is rebuilt when the newer ones outnumber the older (amortised O(n log n)).
+    older, newer = _Lookup(_flat(table), tol), _flat(table)[:0]
     while len(frontier):
-        candidates = products(frontier, generators).reshape(-1, *generators.shape[1:])
+        candidates = products(frontier, generators, block).reshape(-1, *generators.shape[1:])
         flat = _flat(candidates)
-        fresh = np.flatnonzero(_Lookup(_flat(table), tol).find(flat) < 0)
+        fresh = np.flatnonzero(older.find(flat) < 0)
+        if fresh.size and len(newer):
+            step = max(1, _BLOCK // newer.size)
+            seen = [
+                np.any(_distances(flat[fresh[i : i + step]], newer) <= tol, axis=1) for i in range(0, fresh.size, step)
+            ]
+            fresh = fresh[~np.concatenate(seen)]
         if fresh.size:
-            fresh = fresh[np.unique(_first_of_each(flat[fresh], tol))]
-        frontier = candidates[np.sort(fresh)]
+            fresh = np.sort(fresh[np.unique(_first_of_each(flat[fresh], tol))])
+        frontier = candidates[fresh]
         table = np.concatenate([table, frontier])
+        newer = np.concatenate([newer, flat[fresh]])
+        if len(newer) > len(older.table):
+            older, newer = _Lookup(_flat(table), tol), newer[:0]
         if len(table) > max_size:
             raise ValueError(
                 f"the generators of {name} have produced more than {max_size} elements without closing: check that "
@@ -462,9 +505,9 @@ def _cayley(products: _Products, table: np.ndarray, tol: float, describe: Callab
     n = len(table)
     found = _Lookup(_flat(table), tol)
     cayley = np.empty((n, n), dtype=np.int64)
-    step = max(1, _BLOCK // max(1, n * int(np.prod(table.shape[1:]))))
+    step = _block(n, table)
     for start in range(0, n, step):
-        part = products(table[start : start + step], table)
+        part = products(table[start : start + step], table, step)
         rows = found.find(_flat(part.reshape(-1, *table.shape[1:]))).reshape(len(part), n)
         if np.any(rows < 0):
             i, j = np.argwhere(rows < 0)[0]
@@ -521,28 +564,26 @@ def _greedy_generators(cayley: np.ndarray, e: int) -> list[int]:
     return chosen
 
 
-def _word(letters: list[str]) -> str:
-    """``["r", "r", "r", "m"]`` → ``"r³·m"``."""
-    parts: list[str] = []
-    run = 1
-    for i, letter in enumerate(letters):
-        if i + 1 < len(letters) and letters[i + 1] == letter:
-            run += 1
-            continue
-        parts.append(letter + (str(run).translate(_SUPERSCRIPTS) if run > 1 else ""))
-        run = 1
-    return "·".join(parts) or "e"
+def _word(runs: tuple[tuple[str, int], ...]) -> str:
+    """``(("r", 3), ("m", 1))`` → ``"r³·m"``; the empty word is ``"e"``."""
+    return (
+        "·".join(f"{letter}{str(power).translate(_SUPERSCRIPTS) if power > 1 else ''}" for letter, power in runs) or "e"
+    )
 
 
 def _words(cayley: np.ndarray, e: int, generators: Sequence[int], names: Sequence[str]) -> dict[int, str]:
     """The shortest word of every element (ties: generators in order), breadth first from the identity."""
-    words: dict[int, list[str]] = {e: []}
+    words: dict[int, tuple[tuple[str, int], ...]] = {e: ()}
     for w in _reached(cayley, e, generators):
         for s, letter in zip(generators, names, strict=True):
             v = int(cayley[w, s])
             if v not in words:
-                words[v] = [*words[w], letter]
-    return {v: _word(letters) for v, letters in words.items()}
+                runs = words[w]
+                if runs and runs[-1][0] == letter:
+                    words[v] = (*runs[:-1], (letter, runs[-1][1] + 1))
+                else:
+                    words[v] = (*runs, (letter, 1))
+    return {v: _word(runs) for v, runs in words.items()}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
