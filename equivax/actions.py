@@ -264,8 +264,8 @@ def tree(actions: Any) -> TreeAction:
 
 
 def _describe(action: Any) -> str:
-    name = getattr(action, "__qualname__", None) or getattr(action, "__name__", None)
-    return name if name else repr(action)
+    name = getattr(action, "__name__", None)
+    return name if isinstance(name, str) else repr(action)
 
 
 def probe_pairs(group: Group, pairs: int = 3) -> tuple[np.ndarray, np.ndarray]:
