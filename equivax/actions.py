@@ -269,14 +269,22 @@ def _describe(action: Any) -> str:
 
 
 def probe_pairs(group: Group, pairs: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """The ``(g, h)`` pairs ``probe`` tests: ``(a, a)``, ``(a, b)``, ``(b, a)``, then seeded random pairs,
-    where ``a`` is the first non-identity element and ``b`` a seeded random one. Empty for the trivial group."""
+    """The ``(g, h)`` pairs ``probe`` tests: ``(a, a)``, ``(a, b)``, ``(b, a)``, then seeded random pairs.
+
+    ``a`` is the first non-identity element; ``b`` the first of a few seeded random ones that does not
+    commute with ``a`` (so that an action applying products in the wrong order is caught), or simply
+    the first of them in an abelian group. Empty for the trivial group.
+    """
     table = np.asarray(group.elements)
     others = np.flatnonzero(np.arange(len(table)) != group.index(group.identity))
     if pairs < 1 or others.size == 0:
         return table[:0], table[:0]
     rng = np.random.default_rng(0)
-    a, b = int(others[0]), int(rng.choice(others))
+    a, candidates = int(others[0]), rng.permutation(others)[:16]
+    ab = np.asarray(jax.vmap(group.compose, in_axes=(None, 0))(table[a], table[candidates]))
+    ba = np.asarray(jax.vmap(group.compose, in_axes=(0, None))(table[candidates], table[a]))
+    differ = np.any(np.abs(ab - ba).reshape(len(candidates), -1) > group.tolerance, axis=1)
+    b = int(candidates[int(np.argmax(differ))])
     chosen = [(a, a), (a, b), (b, a)]
     while len(chosen) < pairs:
         chosen.append(tuple(int(i) for i in rng.choice(others, 2)))

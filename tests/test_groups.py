@@ -2,6 +2,8 @@
 
 import ast
 import inspect
+import pathlib
+import re
 import time
 
 import jax
@@ -290,3 +292,16 @@ def test_groups_does_not_import_actions():
             for alias in node.names
         }
         assert not any("actions" in name for name in imported), imported
+
+
+@pytest.mark.slow
+def test_the_finite_groups_page_runs_and_prints_what_it_shows(capsys):
+    """docs/how-to/finite-groups.md: every python block, run in order as one script, prints the text
+    block that follows it."""
+    page = (pathlib.Path(__file__).parents[1] / "docs" / "how-to" / "finite-groups.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```\n\n```text\n(.*?)```", page, flags=re.S)
+    assert len(blocks) == 6
+    namespace: dict = {}
+    for code, shown in blocks:
+        exec(compile(code, "finite-groups.md", "exec"), namespace)
+        assert capsys.readouterr().out == shown
