@@ -602,10 +602,12 @@ class _TableLaw:
         table = jnp.asarray(self.elements)
         flat = table.reshape(len(table), -1)
         row = jnp.reshape(jnp.asarray(g, table.dtype), (1, -1))
-        if self.tol > 0:
+        # Without x64, float64 elements are traced in float32: match at the coarser of the two tolerances.
+        tol = max(self.tol, default_tolerance(np.asarray(self.elements).astype(table.dtype)))
+        if tol > 0:
             distance = jnp.max(jnp.abs(flat - row), axis=1)
             i = jnp.argmin(distance)
-            member = distance[i] <= self.tol
+            member = distance[i] <= tol
         else:
             differs = jnp.any(flat != row, axis=1)
             i = jnp.argmin(differs)

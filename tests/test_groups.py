@@ -213,6 +213,9 @@ def test_float_rotation_matrices_are_accepted(dtype):
     assert c8.index(g.astype(np.float64) + c8.tolerance / 2) == 3  # matched within the dtype-scaled tolerance
     with pytest.raises(ValueError, match="is not in"):
         c8.index(g + 2 * c8.tolerance)
+    # Traced (in float32 without x64), a product is still found and inverted.
+    traced = jax.jit(lambda g, h: c8.inverse(c8.compose(g, h)))(c8.elements[1], c8.elements[2])
+    np.testing.assert_allclose(traced, c8.elements[5], atol=1e-6)
     generated = groups.finite(generators={"r": rotation(2 * np.pi / 8, dtype)})
     assert generated.labels[:3] == ("e", "r", "r²") and len(generated) == 8
 
