@@ -251,8 +251,9 @@ def _check_spatial_fit(group: Any, shape: tuple[int, ...], role: str, stride: in
     whole = height and width and gh % height == 0 and gw % width == 0 and gh // height == gw // width
     ratio = gh // height if whole else None
     hint = f"out_action=actions.strided({ratio})" if ratio and ratio != stride else "the action that matches it"
+    noun = "outputs" if role == "out_action" else "inputs"
     raise ValueError(
-        f"a stride-{stride} {what} on {gh}x{gw} inputs expects {want[0]}x{want[1]} arrays, but {subject} is "
+        f"a stride-{stride} {what} on {gh}x{gw} inputs expects {want[0]}x{want[1]} {noun}, but {subject} is "
         f"{height}x{width}: use an input size divisible by the total stride {stride}, or {hint}"
     )
 
