@@ -107,13 +107,16 @@ CHILD = textwrap.dedent(
         keys = jax.random.split(jax.random.key(0), 7)
         params = {
             "stem": jax.random.normal(keys[0], (3, 3, 1, 16)) / 4,
-            "blocks": [(jax.random.normal(keys[i], (3, 3, 16, 16)) / 12, jax.random.normal(keys[i + 1], (3, 3, 16, 16)) / 12)
-                       for i in (1, 3, 5)],
+            "blocks": [
+                (jax.random.normal(keys[i], (3, 3, 16, 16)) / 12, jax.random.normal(keys[i + 1], (3, 3, 16, 16)) / 12)
+                for i in (1, 3, 5)
+            ],
         }
         model = jax.tree_util.Partial(resnet, params)
         x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
         forward, _ = timed(lambda: jax.jit(resnet)(params, x))
-        verdict, result = timed(lambda: equivax.check(model, x, groups.dihedral(), out_action=actions.trivial(), rtol=rtol))
+        d4 = groups.dihedral()
+        verdict, result = timed(lambda: equivax.check(model, x, d4, out_action=actions.trivial(), rtol=rtol))
     print(json.dumps({"import": imported, "forward": forward, "verdict": verdict}))
     """
 )
