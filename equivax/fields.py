@@ -545,6 +545,15 @@ def _check_reps(reps: Sequence[Any], where: str) -> tuple[Representation, ...]:
     return tuple(reps)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _homomorphism_errors(rep: Representation, compose: Callable, elements: jax.Array, identity: jax.Array):
+    mats = jax.vmap(rep)(elements).astype(jnp.float32)
+    products = jax.vmap(lambda g: jax.vmap(lambda h: rep(compose(g, h)))(elements))(elements)
+    expected = jnp.einsum("gij,hjk->ghik", mats, mats)
+    pair = jnp.max(jnp.abs(products.astype(jnp.float32) - expected))
+    return pair, jnp.max(jnp.abs(rep(identity) - jnp.eye(rep.dim)))
+
+
 def homomorphism_error(rep: Representation, group: Group) -> float:
     """``max ‖ρ(gh) − ρ(g)ρ(h)‖`` over all pairs of elements, and ``‖ρ(e) − I‖``: 0 for a representation.
 
@@ -552,13 +561,8 @@ def homomorphism_error(rep: Representation, group: Group) -> float:
     the element (matrices, planar codes) still apply, a table does not.
     """
     rep.validate(group)
-    elements = jnp.asarray(group.elements)
-    mats = jax.vmap(rep)(elements).astype(jnp.float32)
-    products = jax.vmap(lambda g: jax.vmap(lambda h: rep(group.compose(g, h)))(elements))(elements)
-    expected = jnp.einsum("gij,hjk->ghik", mats, mats)
-    pair = float(jnp.max(jnp.abs(products.astype(jnp.float32) - expected)))
-    unit = float(jnp.max(jnp.abs(rep(jnp.asarray(group.identity)) - jnp.eye(rep.dim))))
-    return max(pair, unit)
+    pair, unit = _homomorphism_errors(rep, group.compose, jnp.asarray(group.elements), jnp.asarray(group.identity))
+    return max(float(pair), float(unit))
 
 
 # ------------------------------------------------------------------------------------------------
