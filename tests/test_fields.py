@@ -1,6 +1,10 @@
 """Field actions and representations: homomorphism laws, the vector convention, validation, and a
 vector-field CNN checked under p4m."""
 
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -296,3 +300,16 @@ def test_the_cnn_with_scalar_actions_is_caught():
     x = jax.random.normal(jax.random.key(3), (1, 4, 4, 3))
     result = equivax.check(f, x, D4, actions.image(), actions.image())
     assert not result.ok
+
+
+@pytest.mark.slow
+def test_vector_field_example_runs_and_reports():
+    root = pathlib.Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "examples" / "vector_field.py")], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "p4m(6x6): 287 elements, 287 equivariant (ok; float32)"
+    assert lines[1] == "p4m(6x6): 287 elements, 71 equivariant, 216 broken (NOT equivariant; float32)"
+    assert "['e', 'm']" in lines[2] and "7 broken" in lines[-1]
