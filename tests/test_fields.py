@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import equivax
-from equivax import actions, fields, groups, matrix_groups
+from equivax import actions, fields, groups, matrix_groups, strategies
 
 D4 = groups.dihedral()
 C4 = groups.rotations()
@@ -53,9 +53,8 @@ def NOT_TRACEABLE(g):
 
 
 def draw_pair(data, group):
-    i = data.draw(st.integers(0, len(group) - 1), label="g")
-    j = data.draw(st.integers(0, len(group) - 1), label="h")
-    return group.elements[i], group.elements[j]
+    elements = strategies.elements(group, include_identity=True)
+    return data.draw(elements, label="g"), data.draw(elements, label="h")
 
 
 def assert_homomorphism(rep, group, g, h, atol):
@@ -99,6 +98,16 @@ def test_field_actions_compose(act, shape, data):
     right = jitted(g, jitted(h, x))
     np.testing.assert_allclose(left, right, atol=1e-6)
     np.testing.assert_array_equal(jitted(P4M.identity, x), x)
+
+
+@pytest.mark.parametrize("group", [CUBE, O3], ids=["cube", "sampled-o3"])
+@given(data=st.data())
+def test_channel_actions_compose(group, data):
+    act = jax.jit(fields.channels(fields.irreps("1x0o + 2x1o + 1x1e + 1x2e")))
+    g, h = draw_pair(data, group)
+    x = jax.random.normal(jax.random.key(data.draw(st.integers(0, 3))), (2, 3, act.rep.dim))
+    np.testing.assert_allclose(act(group.compose(g, h), x), act(g, act(h, x)), atol=1e-5)
+    np.testing.assert_allclose(act(group.identity, x), x, atol=1e-6)
 
 
 def test_homomorphism_error_is_zero_for_representations_and_catches_a_wrong_table():
