@@ -588,25 +588,34 @@ def _check_channels(rep: Representation, shape: tuple[int, ...], role: str, what
         )
 
 
+def _each_leaf(x: Any) -> list[tuple[str, Any]]:
+    """``(path, leaf)`` for every array of a pytree (``""`` for a single array)."""
+    flat = jax.tree_util.tree_flatten_with_path(x)[0]
+    return [(jax.tree_util.keystr(path), leaf) for path, leaf in flat]
+
+
 @dataclasses.dataclass(frozen=True)
 class ChannelAction:
-    """``ρ(g)`` on the last axis of an array; nothing else moves (point-cloud features, per-set vectors)."""
+    """``ρ(g)`` on the last axis of an array (of each array of a pytree); nothing else moves."""
 
     rep: Representation
-    leafwise: ClassVar[bool] = False
+    leafwise: ClassVar[bool] = True
 
-    def __call__(self, g: Element, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
+    def __call__(self, g: Element, x: Any) -> Any:
+        return jax.tree.map(lambda leaf: self._act(g, jnp.asarray(leaf)), x)
+
+    def _act(self, g: Element, x: jax.Array) -> jax.Array:
         _check_channels(self.rep, x.shape, "channels", "channel")
         return _apply(self.rep, g, x)
 
     def validate(self, group: Group, x: Any, role: str) -> None:
-        """Raise a one-line ``ValueError`` when this action cannot act on ``x`` under ``group``."""
-        _check_channels(self.rep, _shape(x), role, "channel")
+        """Raise a one-line ``ValueError`` when this action cannot act on ``x`` (or a leaf of it) under ``group``."""
         try:
             self.rep.validate(group)
         except ValueError as err:
             raise ValueError(f"{role}: {err}") from None
+        for path, leaf in _each_leaf(x):
+            _check_channels(self.rep, _shape(leaf), role + path, "channel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -615,10 +624,12 @@ class FieldAction:
 
     rep: Representation
     stride: int = 1
-    leafwise: ClassVar[bool] = False
+    leafwise: ClassVar[bool] = True
 
-    def __call__(self, g: Element, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
+    def __call__(self, g: Element, x: Any) -> Any:
+        return jax.tree.map(lambda leaf: self._act(g, jnp.asarray(leaf)), x)
+
+    def _act(self, g: Element, x: jax.Array) -> jax.Array:
         if x.ndim < 4:
             raise ValueError(f"a field action expects (N, H, W, C) fields, got shape {x.shape}")
         _check_channels(self.rep, x.shape, "field", "field")
@@ -629,13 +640,20 @@ class FieldAction:
         return actions.image(self.stride).defined(g)
 
     def validate(self, group: Group, x: Any, role: str) -> None:
-        """Raise a one-line ``ValueError`` when this action cannot act on ``x`` under ``group``."""
-        shape = _shape(x)
+        """Raise a one-line ``ValueError`` when this action cannot act on ``x`` (or a leaf of it) under ``group``."""
         if not _is_planar(group):
             raise ValueError(
                 f"{role}: a field action moves pixels by planar elements (dy, dx, k, m), but {_group_kind(group)}; "
                 "use fields.channels(rep) to act on channels only"
             )
+        try:
+            self.rep.validate(group)
+        except ValueError as err:
+            raise ValueError(f"{role}: {err}") from None
+        for path, leaf in _each_leaf(x):
+            self._validate_leaf(group, _shape(leaf), role + path)
+
+    def _validate_leaf(self, group: Group, shape: tuple[int, ...], role: str) -> None:
         if len(shape) < 4:
             raise ValueError(f"{role}: a field action expects (N, H, W, C) fields, got shape {shape}; add axes")
         height, width = shape[1] * self.stride, shape[2] * self.stride
@@ -647,10 +665,6 @@ class FieldAction:
                 f"{shape[1]}x{shape[2]} (stride {self.stride}); build the group for the field's size"
             )
         _check_channels(self.rep, shape, role, "field")
-        try:
-            self.rep.validate(group)
-        except ValueError as err:
-            raise ValueError(f"{role}: {err}") from None
 
 
 def field(*reps: Representation, stride: int = 1) -> FieldAction:

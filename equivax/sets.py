@@ -135,10 +135,12 @@ class PermutationAction:
     """Permutes the given axes of an array (each of length ``n``) by the same permutation."""
 
     axes: tuple[int, ...]
-    leafwise: ClassVar[bool] = False
+    leafwise: ClassVar[bool] = True
 
-    def __call__(self, g: Any, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
+    def __call__(self, g: Any, x: Any) -> Any:
+        return jax.tree.map(lambda leaf: self._act(g, jnp.asarray(leaf)), x)
+
+    def _act(self, g: Any, x: jax.Array) -> jax.Array:
         g = jnp.asarray(g)
         for axis in self.axes:
             if x.ndim <= axis or x.shape[axis] != g.shape[0]:
@@ -158,14 +160,15 @@ class PermutationAction:
                 f"elements of {group.name} have shape {np.asarray(group.elements).shape[1:]}"
             )
         n = np.asarray(group.elements).shape[1]
-        shape = tuple(getattr(x, "shape", np.shape(x)))
-        for axis in self.axes:
-            if len(shape) <= axis or shape[axis] != n:
-                size = shape[axis] if len(shape) > axis else "no"
-                raise ValueError(
-                    f"{role}: {group.name} permutes {n} members, but axis {axis} of x (shape {shape}) has "
-                    f"{size} entries: build the group for {size} members or fix the axes"
-                )
+        for path, leaf in jax.tree_util.tree_flatten_with_path(x)[0]:
+            shape = tuple(getattr(leaf, "shape", np.shape(leaf)))
+            for axis in self.axes:
+                if len(shape) <= axis or shape[axis] != n:
+                    size = shape[axis] if len(shape) > axis else "no"
+                    raise ValueError(
+                        f"{role}{jax.tree_util.keystr(path)}: {group.name} permutes {n} members, but axis {axis} "
+                        f"of x (shape {shape}) has {size} entries: build the group for {size} members or fix the axes"
+                    )
 
 
 def permutation(axes: int | tuple[int, ...] = (1,)) -> PermutationAction:

@@ -223,6 +223,21 @@ def test_validation_names_the_problem_in_one_line(act, group, x, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_actions_act_leafwise_and_validation_names_the_leaf_at_fault():
+    act = fields.channels(fields.vector(3))
+    assert act.leafwise and fields.field(fields.vector()).leafwise
+    g = CUBE.elements[5]
+    a, b = np.ones((2, 4, 3)), np.arange(6.0).reshape(2, 3)
+    out = act(g, (a, {"v": b}))
+    np.testing.assert_allclose(out[1]["v"], act(g, b))
+    np.testing.assert_allclose(out[0], a @ g.T)
+    act.validate(CUBE, (a, {"v": b}), "in_action")  # fits: no error
+    with pytest.raises(ValueError, match=r"^in_action\[1\]\['v'\]: .* has 2 channels"):
+        act.validate(CUBE, (a, {"v": np.zeros((2, 2))}), "in_action")
+    with pytest.raises(ValueError, match=r"^out_action\[0\]: .*square"):
+        fields.field(fields.vector()).validate(D4, [np.zeros((1, 3, 4, 2))], "out_action")
+
+
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="dim must be a positive integer"):
         fields.vector(0)

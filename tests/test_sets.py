@@ -80,6 +80,8 @@ def test_validation_names_the_problem_in_one_line():
     with pytest.raises(ValueError, match="axis 2 of x") as info:
         act.validate(S4, jax.ShapeDtypeStruct((1, 4, 5), jnp.float32), "in_action")
     assert "\n" not in str(info.value) and str(info.value).startswith("in_action")
+    with pytest.raises(ValueError, match=r"^in_action\['nodes'\]: S4 permutes 4 members"):
+        sets.permutation(1).validate(S4, {"edges": np.zeros((1, 4, 4)), "nodes": np.zeros((1, 3))}, "in_action")
     with pytest.raises(ValueError, match="needs a group of permutations"):
         act.validate(groups.dihedral(), np.zeros((1, 4, 4)), "out_action")
     with pytest.raises(ValueError, match="integers >= 1"):
