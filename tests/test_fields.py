@@ -71,6 +71,14 @@ def test_planar_representations_are_homomorphisms(name, data):
     assert_homomorphism(rep, P4M, g, h, atol=0)
 
 
+@given(data=st.data())
+def test_regular_representation_of_c4_is_a_homomorphism(data):
+    p4 = groups.p4(4)
+    g, h = draw_pair(data, p4)
+    assert_homomorphism(fields.regular(p4), p4, g, h, atol=0)
+    assert_homomorphism(fields.regular(C4), p4, g, h, atol=0)
+
+
 @pytest.mark.parametrize("name", MATRIX_REPS)
 @given(data=st.data())
 def test_matrix_representations_are_homomorphisms(name, data):
