@@ -61,7 +61,7 @@ def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, 
     kernel = Kernel(traced.fn, in_action, out_action, chunk, each_output, shards)
     args = (traced.params, x, chosen)
     enable_persistent_cache()
-    program, consts = program_for(kernel, args, devices, static=traced.key is not None)
+    program, consts = program_for(kernel, args, devices, static=traced.key is not None, fingerprint=traced.fingerprint)
     program.bind(traced.params, x)
     arguments.check_out_size(group, out_action, program.out_shape[0])
     tolerances = [getattr(a, "resampling_tolerance", None) for a in (in_action, out_action)]
