@@ -125,3 +125,17 @@ def test_point_cloud_example_runs_and_reports():
     assert done.returncode == 0, done.stderr[-3000:]
     assert "cube(48) ⊂ O(3): 47 elements, 47 equivariant" in done.stdout
     assert "7 equivariant, 40 broken" in done.stdout
+
+
+def test_chunked_and_float64_checks_agree_with_the_default():
+    params = init()
+    f = lambda inputs: point_net(params, inputs, break_size=1e-5)  # noqa: E731
+    cube = matrix_groups.cube()
+    actions = ((POS_ACTION, FEAT_ACTION), OUT_ACTION)
+    whole = equivax.check(f, point_cloud(), cube, *actions)
+    chunked = equivax.check(f, point_cloud(), cube, *actions, chunk_size=5)
+    assert chunked.verdicts == whole.verdicts
+    with jax.enable_x64(True):
+        pos, feat = point_cloud()
+        wide = equivax.check(f, (pos.astype(jnp.float64), feat.astype(jnp.float64)), cube, *actions)
+    assert wide.dtype == "float64" and wide.verdicts == whole.verdicts, wide
