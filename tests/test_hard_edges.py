@@ -128,7 +128,7 @@ def test_outputs_that_are_not_arrays_get_one_line():
 
 
 def test_an_action_tree_that_does_not_match_the_output_gets_one_line():
-    with pytest.raises(ValueError, match="out_action"):
+    with pytest.raises(ValueError, match="action tree has the structure"):
         equivax.check(lambda x: (x, x), images(), SHIFT, out_action=(actions.image(),))
 
 
