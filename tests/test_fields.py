@@ -345,3 +345,21 @@ def test_vector_field_example_runs_and_reports():
     assert lines[0] == "p4m(6x6): 287 elements, 287 equivariant (ok; float32)"
     assert lines[1] == "p4m(6x6): 287 elements, 71 equivariant, 216 broken (NOT equivariant; float32)"
     assert "['e', 'm']" in lines[2] and "7 broken" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("act", "group", "shape"),
+    [
+        (fields.field(fields.vector(), fields.regular(D4)), P4M, (1, 4, 4, 10)),
+        (fields.channels(fields.irreps("1x0o + 1x1e + 1x2e")), CUBE, (1, 3, 9)),
+        (fields.channels(fields.irreps("1x1o + 1x3o")), O3, (1, 3, 10)),
+    ],
+)
+def test_the_check_s_homomorphism_probe_accepts_the_built_ins(act, group, shape):
+    actions.probe(act, group, jax.random.normal(jax.random.key(0), shape), pairs=4)
+
+
+def test_the_probe_catches_a_representation_that_is_not_one():
+    half_turns = fields.function(lambda g: jnp.eye(1) * (-1.0) ** (g[2] // 2), 1)
+    with pytest.raises(ValueError, match="not a group action"):
+        actions.probe(fields.field(half_turns), groups.p4(4), jnp.ones((1, 4, 4, 1)), pairs=6)

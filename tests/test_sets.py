@@ -169,3 +169,10 @@ def test_graph_invariant_readout_with_a_field_of_channels():
     out_action = (sets.permutation(1), fields.channels(fields.trivial(), fields.trivial()))
     result = equivax.check(two_outputs, graph_batch(), sets.symmetric(N_NODES), GRAPH_ACTIONS, out_action)
     assert result.ok, result
+
+
+def test_the_check_s_homomorphism_probe_accepts_permutations():
+    x = jax.random.normal(jax.random.key(0), (1, 5, 5))
+    equivax.actions.probe(sets.permutation((1, 2)), sets.sampled_permutations(5, 6), x, pairs=4)
+    with pytest.raises(ValueError, match="not a group action"):
+        equivax.actions.probe(lambda g, x: jnp.take(x, g, axis=1), S4, jnp.arange(8.0).reshape(1, 4, 2), pairs=4)
