@@ -68,7 +68,8 @@ def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, 
     tolerances = [actions.resampling_tolerance(a) for a in (in_action, out_action)]
     tolerances = [t for t in (*tolerances, group.resampling_tolerance) if t is not None]
     refresh = None if traced.key is not None else functools.partial(fingerprint, f)
-    return _Prepared(group, program, consts, args, rtol, atol, traced.notes, max(tolerances, default=None), refresh)
+    notes = (*traced.notes, *([group.note] if getattr(group, "note", None) else []))
+    return _Prepared(group, program, consts, args, rtol, atol, notes, max(tolerances, default=None), refresh)
 
 
 def _results(p: _Prepared) -> list[CheckResult]:
