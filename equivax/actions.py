@@ -8,25 +8,17 @@ maps, with planar elements ``(dy, dx, k, m)`` as described in ``equivax.groups``
 Besides ``__call__``, an action may define optional members. Read them through the module
 functions here, never directly, so that a plain function stays a valid action:
 
-=========================  ============================================  ==============================
-member                     meaning                                       read with
-=========================  ============================================  ==============================
-``defined(g) -> bool``     ``g`` lies in the subgroup the action can     ``is_defined(action, g)``
-                           represent (a 1-pixel shift after a stride-2
-                           layer is not); traceable
-``leafwise: bool``         it acts leaf by leaf on a pytree of arrays    ``acts_leafwise(action)``,
-                                                                         ``apply(action, g, x)``
-``validate(group, x,       refuse, in one line (``ValueError`` or        ``validate(action, group, x,
-role)``                    ``TypeError``), a group or an input it does   role)``
-                           not fit; ``x`` is an array or a
-                           ``jax.ShapeDtypeStruct`` (or a pytree of
-                           them), ``role`` is ``"in_action"`` or
-                           ``"out_action"``
-``resampling_tolerance``   for interpolating actions (not exact group    ``resampling_tolerance(action)``
-                           actions on a pixel grid): the relative error
-                           up to which a structural error is
-                           ``"approximate"``; ``None`` when exact
-=========================  ============================================  ==============================
+- ``defined(g) -> bool``, read with ``is_defined(action, g)``: ``g`` lies in the subgroup the
+  action can represent (a 1-pixel shift after a stride-2 layer does not); traceable.
+- ``leafwise: bool``, read with ``acts_leafwise(action)`` and used by ``apply(action, g, x)``:
+  given a pytree of arrays, the action acts on each leaf by itself.
+- ``validate(group, x, role) -> None``, called by ``validate(action, group, x, role)``: refuse, in
+  one line (``ValueError`` or ``TypeError``), a group or an input the action does not fit. ``x`` is
+  an array or a ``jax.ShapeDtypeStruct`` (or a pytree of them); ``role`` is ``"in_action"`` or
+  ``"out_action"``, for the message.
+- ``resampling_tolerance: float | None``, read with ``resampling_tolerance(action)``: for
+  interpolating actions (not exact group actions on a pixel grid), the relative error up to which
+  a structural error is ``"approximate"``; ``None`` when exact.
 
 ``probe(action, group, x)`` tests the two laws that make a function an action,
 ``act(e, x) = x`` and ``act(g, act(h, x)) = act(g·h, x)``, on a few pairs of elements.
