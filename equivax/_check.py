@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from equivax import _arguments as arguments
-from equivax import verdicts
+from equivax import actions, verdicts
 from equivax._cache import enable_persistent_cache, program_for
 from equivax._kernel import Kernel, batch_size
 from equivax._measure import measure
@@ -51,9 +51,7 @@ def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, 
     x = arguments.as_input(x)
     in_action = arguments.as_action(in_action, group, "in_action")
     out_action = arguments.as_action(out_action, group, "out_action")
-    arguments.check_fits(group, x, in_action)
-    arguments.check_orientations(group, in_action, "in_action")
-    arguments.check_orientations(group, out_action, "out_action")
+    actions.validate(in_action, group, x, "in_action")
     chosen = arguments.as_elements(group, elements)
     traced = split(f)
     devices = as_devices(devices)
@@ -61,10 +59,11 @@ def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, 
     kernel = Kernel(traced.fn, in_action, out_action, chunk, each_output, shards)
     args = (traced.params, x, chosen)
     enable_persistent_cache()
-    program, consts = program_for(kernel, args, devices, static=traced.key is not None)
+    program, consts = program_for(kernel, args, devices, static=traced.key is not None, fingerprint=traced.fingerprint)
     program.bind(traced.params, x)
-    arguments.check_out_size(group, out_action, program.out_shape[0])
-    tolerances = [getattr(a, "resampling_tolerance", None) for a in (in_action, out_action)]
+    actions.validate(out_action, group, program.out_shape[0], "out_action")
+    arguments.probe_user_action(in_action, group, x, "in_action")
+    tolerances = [actions.resampling_tolerance(a) for a in (in_action, out_action)]
     tolerances = [t for t in (*tolerances, group.resampling_tolerance) if t is not None]
     return _Prepared(group, program, consts, args, rtol, atol, traced.notes, max(tolerances, default=None))
 

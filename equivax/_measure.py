@@ -152,12 +152,13 @@ def measure(
     for m in measured:
         suspects |= verdicts.candidates(m)
     if suspects.any() and program.stored_eps(consts, params, np.asarray(elements)) > _EPS64:
-        measured = _resolution(program, consts, args, measured, np.flatnonzero(suspects))
+        measured = _resolution(program, consts, args, measured, subset)
     return Measured(y, stats, measured)
 
 
 def _resolution(program: Program, consts: list[Any], args: tuple[Any, ...], measured: list[Any], index: np.ndarray):
-    """How far the float64 error moves when the stored values move by half an ulp of their own precision."""
+    """How far the float64 error moves when the stored values move by half an ulp of their own
+    precision. Run on the same elements as the re-run, so its compiled program serves again."""
     params, x, elements = args
     chosen = np.asarray(elements)[index]
     moved = []
