@@ -32,7 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from equivax import _planar
-from equivax._planar import POINT_C4, POINT_D4, POINT_FLIPS, POINT_TRIVIAL, rotate_vector
+from equivax._planar import POINT_C4 as POINT_C4  # re-exported: the point groups and the planar law
+from equivax._planar import POINT_D4 as POINT_D4
+from equivax._planar import POINT_FLIPS as POINT_FLIPS
+from equivax._planar import POINT_TRIVIAL as POINT_TRIVIAL
+from equivax._planar import rotate_vector as rotate_vector
 
 __all__ = [
     "Group",
@@ -47,9 +51,6 @@ __all__ = [
 ]
 
 Element = Any  # a (d,) array; traced inside checks
-
-# Re-exported for code that reads the point groups and the planar law from here.
-_ = (POINT_C4, POINT_D4, POINT_FLIPS, POINT_TRIVIAL, rotate_vector)
 
 
 @jax.tree_util.register_pytree_node_class
