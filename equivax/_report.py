@@ -1,8 +1,9 @@
 """Equivariance reports: a model checked end to end and layer by layer.
 
-``report(model, x, group)`` runs the model's layers one after another, checks every intermediate
-output under the action it should carry, and names, for each group element, the **first layer
-where equivariance breaks**. All layers are checked in one compiled program
+``report(model, x, group)`` runs the model once, records the output of every layer it calls (any
+framework: Flax NNX, Flax Linen, Equinox, or callables given with ``layers=``; see
+``equivax._layers``), checks every one under the action it should carry, and names, for each group
+element, the **first layer where equivariance breaks**. All layers are checked in one compiled program
 (``equivax.check_outputs``), so each gets its own errors, noise floor, verdicts and error maps.
 
 Which action an intermediate output should carry:
@@ -14,7 +15,9 @@ Which action an intermediate output should carry:
   with K = 4 or 8 are p4 or p4m feature maps, and the ratio of spatial sizes adds to the
   accumulated stride; anything else (a vector after flattening or pooling) is expected to be
   invariant. Once an output is invariant, everything after it stays invariant.
-* ``out_action=`` overrides the action of the final output.
+* An output computed from a layer's input (a residual branch) is compared with that input.
+* ``layer_actions=`` gives the action of any layer (a custom or field action), and
+  ``out_action=`` the action of the final output.
 
 Renderers for a report live in ``equivax.render``.
 """
@@ -23,24 +26,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
-import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
+from equivax import _layers as layers_lib
 from equivax import actions as actions_lib
 from equivax._check import check_outputs
+from equivax._layers import Tap
 from equivax.groups import POINT_C4, POINT_D4, Group
 from equivax.result import CheckResult
 
 __all__ = ["SCHEMA_VERSION", "LayerReport", "Report", "report"]
 
-#: Version of the dictionary / JSON layout written by ``Report.to_dict``.
-SCHEMA_VERSION = 1
+#: Version of the dictionary / JSON layout written by ``Report.to_dict`` (2 added ``by``, ``notes``
+#: and each layer's ``where``; version-1 data is still read).
+SCHEMA_VERSION = 2
+_READS = (1, 2)
 
 #: Verdicts that count as a break when looking for the first broken layer.
 BREAKS = ("broken", "nonfinite")
@@ -61,6 +66,9 @@ class LayerReport:
       source: where the action came from: ``"contract"`` (declared by the layer), ``"inferred"``
         (from shapes) or ``"given"``.
       result: the check of the output of this layer (the model up to here) under ``group``.
+      where: for an operation, the source line that made it (``"my_model.py:42 (forward)"``).
+      via: for an operation, the unchecked operations computed from the input that feed it (a
+        ``pad``, whose output no action describes), with their lines.
     """
 
     name: str
@@ -69,6 +77,8 @@ class LayerReport:
     shape: tuple[int, ...]
     source: str
     result: CheckResult
+    where: str | None = None
+    via: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +90,10 @@ class Report:
       group: the group's name.
       input_shape: shape of the input batch.
       labels: the checked elements' labels, in the order of every layer's result.
-      layers: one ``LayerReport`` per layer output; the last is the model's output.
+      layers: one ``LayerReport`` per layer output (or operation); the last is the model's output.
       seconds: wall time of the check.
+      by: ``"layer"``, or ``"operation"`` for a report made by ``equivax.localize``.
+      notes: what the report could not do and how to do it (a model checked end to end, say).
     """
 
     model: str
@@ -90,6 +102,8 @@ class Report:
     labels: tuple[str, ...]
     layers: tuple[LayerReport, ...]
     seconds: float = float("nan")
+    by: str = "layer"
+    notes: tuple[str, ...] = ()
 
     @property
     def output(self) -> CheckResult:
@@ -139,14 +153,42 @@ class Report:
             for i, label in enumerate(self.labels)
         ]
 
+    def explain(self, label: str) -> str:
+        """One sentence: where ``label`` first breaks and what holds before it, or ``"no break"``.
+
+        For instance ``"`pad` at my_model.py:42 (forward) breaks shift(0,1); everything before it
+        is exact"``.
+        """
+        i = self._element(label)
+        index = self.first_broken_index(label)
+        unit = "operation" if self.by == "operation" else "layer"
+        if index is None:
+            return f"{label}: no break in {len(self.layers)} {unit}s"
+        layer = self.layers[index]
+        at = f"`{layer.name}`" + (f" at {layer.where}" if layer.where else "")
+        fed = f" (fed by the unchecked {layer.via})" if layer.via else ""
+        before = [earlier.result for earlier in self.layers[:index]]
+        if not before:
+            held = f"it is the first {unit} checked"
+        elif all(r.methods[i] == "exact" for r in before):
+            held = "everything before it is exact"
+        elif all(r.verdicts[i] == "equivariant" for r in before):
+            held = "everything before it is equivariant to rounding"
+        else:
+            held = "earlier ones are approximate only"
+        return f"{at} breaks {label}{fed}; {held}"
+
     def summary(self) -> str:
         """A few lines: the verdict of the output and where each broken element first breaks."""
         out = self.output
         lines = [f"{self.model} under {self.group}: {out.summary()}"]
-        for label, layer in self.first_breaks.items():
-            if layer is not None:
-                end = out.verdicts[self.labels.index(label)]
-                lines.append(f"  {label}: first breaks at {layer} (output: {end})")
+        breaks = {label: index for label in self.labels if (index := self.first_broken_index(label)) is not None}
+        for label in breaks:
+            end = out.verdicts[self.labels.index(label)]
+            lines.append(f"  {self.explain(label)} (output: {end})")
+        if not breaks:
+            lines.append(f"  no break: every {'operation' if self.by == 'operation' else 'layer'} holds")
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -168,6 +210,8 @@ class Report:
             "seconds": _num(self.seconds),
             "ok": self.ok,
             "first_breaks": self.first_breaks,
+            "by": self.by,
+            "notes": list(self.notes),
             "layers": [
                 {
                     "name": layer.name,
@@ -175,6 +219,8 @@ class Report:
                     "stride": layer.stride,
                     "shape": list(layer.shape),
                     "source": layer.source,
+                    "where": layer.where,
+                    "via": layer.via,
                     "check": layer.result.to_dict(),
                     "error_maps": (
                         layer.result.error_maps.tolist() if maps and layer.result.error_maps is not None else None
@@ -188,9 +234,9 @@ class Report:
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """Rebuild a report from ``to_dict`` output (for instance a JSON file read back)."""
         version = data.get("version")
-        if version != SCHEMA_VERSION:
+        if version not in _READS:
             raise ValueError(
-                f"this is a version-{version} report; equivax reads version {SCHEMA_VERSION}: "
+                f"this is a version-{version} report; equivax reads versions {', '.join(map(str, _READS))}: "
                 "regenerate it with this version of equivax"
             )
         layers = tuple(
@@ -201,6 +247,8 @@ class Report:
                 shape=tuple(layer["shape"]),
                 source=layer["source"],
                 result=CheckResult.from_dict(layer["check"], error_maps=layer.get("error_maps")),
+                where=layer.get("where"),
+                via=layer.get("via"),
             )
             for layer in data["layers"]
         )
@@ -212,6 +260,8 @@ class Report:
             labels=tuple(data["labels"]),
             layers=layers,
             seconds=float("nan") if seconds is None else float(seconds),
+            by=data.get("by", "layer"),
+            notes=tuple(data.get("notes", ())),
         )
 
 
@@ -221,71 +271,8 @@ def _num(value: Any) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Layers and the actions their outputs carry
+# The actions layer outputs carry
 # ------------------------------------------------------------------------------------------------
-
-
-def _layer_name(index: int, layer: Any) -> str:
-    if isinstance(layer, _nnx().Module):
-        return f"{index} {type(layer).__name__}"
-    name = getattr(layer, "__name__", "<lambda>")
-    return f"{index} {'function' if name == '<lambda>' else name}"
-
-
-def _split_layers(model: Any, layers: Sequence[Any] | None) -> list[tuple[str, Callable[..., Any]]]:
-    """``(name, layer)`` pairs the model runs one after another."""
-    if layers is not None:
-        named = []
-        for i, layer in enumerate(layers):
-            if isinstance(layer, tuple) and len(layer) == 2 and isinstance(layer[0], str):
-                named.append(layer)
-            elif callable(layer):
-                named.append((_layer_name(i, layer), layer))
-            else:
-                raise TypeError(f"layers[{i}] must be a callable or a (name, callable) pair, got {layer!r}")
-        if not named:
-            raise ValueError("layers is empty; pass the callables the model applies in order, or None")
-        return named
-    nnx = _nnx()
-    if isinstance(model, nnx.Sequential):
-        parts = list(model.layers)
-    elif isinstance(getattr(model, "layers", None), nnx.Sequential):
-        parts = list(model.layers.layers)
-        head = getattr(model, "head", None)
-        if head is not None:
-            parts.append(head)
-    else:  # a custom layer or a model of unknown structure: one step, end to end
-        return [(_layer_name(0, model)[2:], model)]
-    return [(_layer_name(i, layer), layer) for i, layer in enumerate(parts)]
-
-
-def _nnx() -> Any:
-    """flax.nnx, imported on first use (``import equivax`` stays free of Flax)."""
-    return importlib.import_module("flax.nnx")
-
-
-@functools.cache
-def _taps_class() -> type:
-    nnx = _nnx()
-
-    class Taps(nnx.Module):
-        """Runs the layers in order and returns every intermediate output."""
-
-        def __init__(self, layers: Sequence[Callable[..., Any]]):
-            self.steps = nnx.Sequential(*layers)
-
-        def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
-            outputs = []
-            for layer in self.steps.layers:
-                x = layer(x)
-                outputs.append(x)
-            return tuple(outputs)
-
-    return Taps
-
-
-def _taps(layers: Sequence[Callable[..., Any]]) -> Any:
-    return _taps_class()(layers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,22 +296,16 @@ class _Carried:
         return actions_lib.image(self.stride)
 
 
-def _carried_by_input(in_action: Any) -> _Carried:
-    if isinstance(in_action, actions_lib.RegularAction):
-        layout = {POINT_C4: "p4", POINT_D4: "p4m"}.get(tuple(in_action.points))
-        if layout is None:
-            raise ValueError(
-                f"the input's regular action has orientations {in_action.points}, neither p4's nor p4m's: pass "
-                "out_action, and the model is checked end to end"
-            )
-        return _Carried("regular", in_action.stride, layout)
-    return _Carried("image", getattr(in_action, "stride", 1))
-
-
-def _compose(layers: Sequence[Callable[..., Any]]) -> Callable[..., Any]:
-    if len(layers) == 1:
-        return layers[0]
-    return _nnx().Sequential(*layers)
+def carried_by(action: Any) -> _Carried | None:
+    """What a built-in action says about an array (``None`` for a custom action)."""
+    if isinstance(action, actions_lib.RegularAction):
+        layout = {POINT_C4: "p4", POINT_D4: "p4m"}.get(tuple(action.points))
+        return None if layout is None else _Carried("regular", action.stride, layout)
+    if isinstance(action, actions_lib.ImageAction):
+        return _Carried("image", action.stride)
+    if isinstance(action, actions_lib.TrivialAction):
+        return _Carried("invariant")
+    return None
 
 
 def _ratio(before: tuple[int, ...], after: tuple[int, ...]) -> int | None:
@@ -337,6 +318,29 @@ def _ratio(before: tuple[int, ...], after: tuple[int, ...]) -> int | None:
     return h0 // h1
 
 
+def spatial(carried: _Carried, before: tuple[int, ...], after: tuple[int, ...]) -> _Carried | None:
+    """The action of an array of shape ``after`` computed from one of shape ``before`` carrying
+    ``carried``, when its shape says it is spatial (same shape, an image or group feature map at a
+    whole-number subsampling, or one pixel); ``None`` otherwise."""
+    if carried.kind == "invariant":
+        return carried
+    if after == before:
+        return carried
+    if len(after) in (4, 5) and len(before) >= 3 and tuple(after[1:3]) == (1, 1):  # every shift acts trivially
+        if len(after) == 4:
+            return _Carried("image")
+        if after[3] in _LAYOUTS:
+            return _Carried("regular", 1, _LAYOUTS[after[3]][0])
+    ratio = _ratio(before, after)
+    if ratio is None or after[0] != before[0]:
+        return None
+    if len(after) == 4:
+        return _Carried("image", carried.stride * ratio)
+    if len(after) == 5 and after[3] in _LAYOUTS:
+        return _Carried("regular", carried.stride * ratio, _LAYOUTS[after[3]][0])
+    return None
+
+
 def _next(carried: _Carried, layer: Any, before: tuple[int, ...], after: tuple[int, ...]) -> tuple[_Carried, str]:
     """The action of a layer's output from the action of its input: declared, or inferred."""
     declared = getattr(layer, "contract", None)
@@ -345,41 +349,106 @@ def _next(carried: _Carried, layer: Any, before: tuple[int, ...], after: tuple[i
     if declared is not None and hasattr(declared, "output") and hasattr(declared, "stride"):
         layout = declared.layout if declared.output == "regular" else None
         return _Carried(declared.output, carried.stride * declared.stride, layout), "contract"
-    if after == before:
-        return carried, "inferred"
-    if len(after) in (4, 5) and tuple(after[1:3]) == (1, 1):  # one pixel: every shift acts trivially
-        if len(after) == 4:
-            return _Carried("image"), "inferred"
-        if after[3] in _LAYOUTS:
-            return _Carried("regular", 1, _LAYOUTS[after[3]][0]), "inferred"
-    ratio = _ratio(before, after)
-    if len(after) == 4 and ratio is not None:
-        return _Carried("image", carried.stride * ratio), "inferred"
-    if len(after) == 5 and ratio is not None and after[3] in _LAYOUTS:
-        return _Carried("regular", carried.stride * ratio, _LAYOUTS[after[3]][0]), "inferred"
-    return _Carried("invariant", carried.stride), "inferred"
+    found = spatial(carried, before, after)
+    return (_Carried("invariant", carried.stride) if found is None else found), "inferred"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """One checked output: a layer's output, or one leaf of it."""
+
+    name: str
+    output: str
+    stride: int
+    shape: tuple[int, ...]
+    source: str
+
+
+def _given(layer_actions: Any, names: list[str], index: int, shape: Any) -> Any:
+    if layer_actions is None:
+        return None
+    if isinstance(layer_actions, dict):
+        return layer_actions.get(names[index])
+    if callable(layer_actions):
+        return layer_actions(names[index], shape)
+    return layer_actions[index]
+
+
+def _check_given(layer_actions: Any, names: list[str]) -> None:
+    listed = ", ".join(repr(n) for n in names)
+    if isinstance(layer_actions, dict):
+        unknown = [k for k in layer_actions if k not in names]
+        if unknown:
+            raise ValueError(
+                f"layer_actions names {unknown[0]!r}, which is not a layer of the model; its layers: {listed}"
+            )
+    elif layer_actions is not None and not callable(layer_actions):
+        if isinstance(layer_actions, (str, bytes)) or len(layer_actions) != len(names):
+            raise ValueError(
+                f"layer_actions must hold one action (or None) per layer, {len(names)} in all ({listed}), "
+                f"got {len(layer_actions) if isinstance(layer_actions, Sequence) else layer_actions!r}"
+            )
 
 
 def _plan(
-    named: list[tuple[str, Callable[..., Any]]], x: jax.Array, in_action: Any, out_action: Any
-) -> tuple[list[Any], list[str], list[int], list[str], list[tuple[int, ...]]]:
-    """Actions, kinds, strides, sources and shapes of every layer output."""
-    taps = _taps([layer for _, layer in named])
-    try:
-        shapes = [tuple(s.shape) for s in jax.eval_shape(lambda x: taps(x), x)]
-    except Exception as err:  # any failure of the user's model: say which input
-        raise ValueError(f"the model fails on an input of shape {x.shape}: {type(err).__name__}: {err}") from err
-    carried = _carried_by_input(in_action)
-    found: tuple[list[Any], list[str], list[int], list[str], list[tuple[int, ...]]] = ([], [], [], [], [])
-    before = tuple(x.shape)
-    for (_, layer), after in zip(named, shapes, strict=True):
-        carried, source = _next(carried, layer, before, after)
-        for column, value in zip(found, (carried.action(), carried.label, carried.stride, source, after), strict=True):
-            column.append(value)
-        before = after
-    if out_action is not None:
-        found[0][-1], found[1][-1], found[3][-1] = out_action, "given", "given"
-    return found
+    taps: list[Tap], shapes: list[Any], x: jax.Array, in_action: Any, out_action: Any, layer_actions: Any
+) -> tuple[list[_Row], Any]:
+    """One row per checked output, and the action tree for ``check_outputs``."""
+    names = [tap.name for tap in taps]
+    _check_given(layer_actions, names)
+    start = carried_by(in_action)
+    carried: list[dict[Any, tuple[_Carried | None, tuple[int, ...]]]] = []  # per tap: leaf path -> (action, shape)
+    rows: list[_Row] = []
+    tree: list[Any] = []
+    missing = []
+    for i, (tap, shape) in enumerate(zip(taps, shapes, strict=True)):
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(shape)
+        given = out_action if (i == len(taps) - 1 and out_action is not None) else None
+        given = _given(layer_actions, names, i, shape) if given is None else given
+        source = tap.source if tap.source is not None else i - 1
+        inputs = {(): (start, tuple(x.shape))} if source < 0 else carried[source]
+        if given is not None:
+            tree.append(given)
+            carried.append({p: (carried_by(given), tuple(s.shape)) for p, s in leaves})
+            stride = int(getattr(given, "stride", 1))
+            rows += [_Row(_leaf(tap.name, p, len(leaves)), "given", stride, tuple(s.shape), "given") for p, s in leaves]
+            continue
+        found = []
+        for p, s in leaves:
+            base, before = _input_of(inputs, p)
+            if base is None:
+                break
+            found.append((_next(base, tap.layer, before, tuple(s.shape)), p, s))
+        if len(found) < len(leaves):
+            missing.append(tap.name)
+            carried.append({p: (None, tuple(s.shape)) for p, s in leaves})
+            tree.append(None)
+            continue
+        carried.append({p: (c, tuple(s.shape)) for (c, _), p, s in found})
+        tree.append(jax.tree_util.tree_unflatten(treedef, [c.action() for (c, _), _, _ in found]))
+        rows += [
+            _Row(_leaf(tap.name, p, len(leaves)), c.label, c.stride, tuple(s.shape), src) for (c, src), p, s in found
+        ]
+    if missing:
+        raise ValueError(
+            f"the actions on {', '.join(repr(m) for m in missing)} cannot be inferred, as they follow your own "
+            "in_action or a layer's custom action: give them with layer_actions={name: action} "
+            "(or out_action for the model's output)"
+        )
+    return rows, actions_lib.tree(tuple(tree))
+
+
+def _input_of(inputs: dict[Any, tuple[Any, tuple[int, ...]]], path: Any) -> tuple[Any, tuple[int, ...]]:
+    """The input leaf an output leaf is compared with: the one at the same path, else the first
+    one that is not invariant, else the first."""
+    if path in inputs:
+        return inputs[path]
+    spatial_ones = [found for found in inputs.values() if found[0] is None or found[0].kind != "invariant"]
+    return (spatial_ones or list(inputs.values()))[0]
+
+
+def _leaf(name: str, path: tuple[Any, ...], count: int) -> str:
+    return name if count == 1 and not path else f"{name}{jax.tree_util.keystr(path)}"
 
 
 def report(
@@ -390,6 +459,10 @@ def report(
     out_action: Any = None,
     *,
     layers: Sequence[Any] | None = None,
+    layer_actions: Any = None,
+    variables: Any = None,
+    vmap: bool = False,
+    by: str = "layer",
     elements: Sequence[Any] | None = None,
     rtol: float | None = None,
     atol: float | None = None,
@@ -399,16 +472,23 @@ def report(
     """Check a model end to end and layer by layer; name where equivariance first breaks.
 
     Args:
-      model: an NNX module (an ``nnx.Sequential``, or a model keeping its layers in an
-        ``nnx.Sequential`` attribute ``layers`` with an optional ``head``, like ``equivax.nn``'s
-        models), or any callable; one of unknown structure is checked end to end as one layer.
+      model: a Flax NNX module (any module tree), a Flax Linen module (bound, or with
+        ``variables=``), an Equinox module, or any callable with ``layers=`` (see
+        ``docs/how-to/report-*.md``). A model that cannot be split is checked end to end and the
+        report's ``notes`` say why and how to give its layers.
       x: a batch of inputs (NHWC images for planar groups).
       group: the group acting on the input.
       in_action: the action on the input; default the group's image action.
       out_action: the action on the model's output; default: declared or inferred (see the
-        module docstring). Pass it for a custom layer whose output is neither.
-      layers: the callables the model applies in order (or ``(name, callable)`` pairs), to
-        attribute errors inside a model whose structure is not a ``Sequential``.
+        module docstring).
+      layers: the callables the model applies in order (or ``(name, callable)`` pairs); each may
+        take and return pytrees.
+      layer_actions: the action on some layers' outputs, overriding inference: ``{layer name:
+        action}``, one action (or ``None``) per layer, or ``fn(name, output shape) -> action or
+        None``. Needed for every layer after your own ``in_action`` or custom action.
+      variables: a Flax Linen module's variables (``model.init(...)``).
+      vmap: the model takes one example at a time (Equinox's habit): it is vmapped over the batch.
+      by: ``"layer"``, or ``"operation"`` for ``equivax.localize`` (every traced operation).
       elements: check only these elements (default every non-identity element; see
         ``equivax.groups.basic_elements`` for a small representative set of a large group).
       rtol, atol: explicit tolerances, as in ``equivax.check``.
@@ -429,30 +509,40 @@ def report(
     """
     if not isinstance(group, Group):
         raise TypeError(f"group must be an equivax Group (see equivax.groups), got {type(group).__name__}")
+    if by not in ("layer", "operation"):
+        raise ValueError(f"by must be 'layer' or 'operation', got {by!r}")
+    model_name = name or (layers_lib.type_name(model) if model is not None else "model")
+    if by == "operation":
+        if layers is not None or layer_actions is not None:
+            raise ValueError("by='operation' finds the operations itself: drop layers= and layer_actions=")
+        from equivax._localize import localize
+
+        f = model if variables is None else functools.partial(model.apply, variables)
+        return localize(
+            jax.vmap(f) if vmap else f, x, group, in_action, out_action,
+            elements=elements, rtol=rtol, atol=atol, name=model_name, devices=devices,
+        )  # fmt: skip
     x = jax.numpy.asarray(x)
     start = time.perf_counter()
-    named = _split_layers(model, layers)
     in_action = group.image_action if in_action is None else in_action
     if in_action is None:
         raise ValueError(f"{group.name} has no natural image action; pass in_action=your_action(g, x)")
-    if not isinstance(in_action, (actions_lib.ImageAction, actions_lib.RegularAction)):
-        if out_action is None:
-            raise ValueError(
-                "with your own in_action the actions inside the model cannot be inferred: pass out_action, "
-                "and the model is checked end to end"
-            )
-        named = [(name or _layer_name(0, model)[2:], _compose([layer for _, layer in named]))]
-    out_actions, kinds, strides, sources, shapes = _plan(named, x, in_action, out_action)
-    taps = _taps([layer for _, layer in named])
+    found = layers_lib.split(model, layers, variables=variables, vmap=vmap)
+    taps, shapes = layers_lib.trace(found, x)
+    if carried_by(in_action) is None and len(taps) == 1 and out_action is None and layer_actions is None:
+        raise ValueError(
+            "with your own in_action the action on the output cannot be inferred: pass out_action=your_action(g, y)"
+        )
+    rows, out_actions = _plan(taps, shapes, x, in_action, out_action, layer_actions)
     results = check_outputs(
-        taps, x, group, in_action, tuple(out_actions), elements=elements, rtol=rtol, atol=atol, devices=devices
+        found.taps, x, group, in_action, out_actions, elements=elements, rtol=rtol, atol=atol, devices=devices
     )
     layer_reports = tuple(
-        LayerReport(layer_name, kind, stride, shape, source, result)
-        for (layer_name, _), kind, stride, source, shape, result in zip(
-            named, kinds, strides, sources, shapes, results.values(), strict=True
-        )
+        LayerReport(row.name, row.output, row.stride, row.shape, row.source, result)
+        for row, result in zip(rows, results.values(), strict=True)
     )
     labels = layer_reports[0].result.labels
-    model_name = name or (type(model).__name__ if not inspect.isfunction(model) else model.__name__)
-    return Report(model_name, group.name, tuple(x.shape), labels, layer_reports, time.perf_counter() - start)
+    notes = () if found.note is None else (found.note,)
+    return Report(
+        model_name, group.name, tuple(x.shape), labels, layer_reports, time.perf_counter() - start, notes=notes
+    )
