@@ -18,7 +18,6 @@ any report.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import re
 import time
@@ -46,6 +45,7 @@ _INNER = {
     "custom_jvp_call": "call_jaxpr",
     "custom_vjp_call": "call_jaxpr",
 }
+_JAX_DIR = os.path.dirname(jax.__file__)
 _SUMMARY = re.compile(r"^(?P<file>.*?):(?P<line>\d+)(?::\d+)? \((?P<function>.*)\)$")
 
 
@@ -66,18 +66,24 @@ class _Op:
 
 def _where(info: Any, depth: int = 2) -> str | None:
     """``"file.py:42 (function)"`` of the user's frame that made an equation (and its caller's),
-    or ``None``."""
+    or ``None``. Frames are jax's user frames (outside jax and the standard library); where
+    none was captured (a deep stack inside a library), the innermost frames outside jax."""
     if info is None:
         return None
-    try:  # jax's own frame filter, as in its error messages
+    try:
         from jax._src import source_info_util as frames
 
-        found = list(itertools.islice(frames.user_frames(info.traceback), depth))
-        named = [f"{os.path.basename(f.file_name)}:{f.start_line} ({f.function_name})" for f in found]
+        found = [(f.file_name, f.start_line, f.function_name) for f in frames.user_frames(info.traceback)]
+        if not found and info.traceback is not None:
+            found = [
+                (f.file_name, f.line_num, f.function_name)
+                for f in info.traceback.frames
+                if not f.file_name.startswith(_JAX_DIR)
+            ]
     except (ImportError, AttributeError):
-        text = source_info_util.summarize(info)
-        match = _SUMMARY.match(text or "")
-        named = [f"{os.path.basename(match['file'])}:{match['line']} ({match['function']})"] if match else []
+        match = _SUMMARY.match(source_info_util.summarize(info) or "")
+        found = [(match["file"], match["line"], match["function"])] if match else []
+    named = [f"{os.path.basename(file)}:{line} ({function})" for file, line, function in found[:depth]]
     return ", called from ".join(named) or None
 
 
@@ -113,7 +119,7 @@ def _evaluate(
         env[v], dep[v] = value, d
     for eqn in jaxpr.eqns:
         values, deps = [read(v) for v in eqn.invars], [read_dep(v) for v in eqn.invars]
-        info = eqn.source_info if source_info_util.summarize(eqn.source_info) else outer[0]
+        info = eqn.source_info if outer[0] is None or _where(eqn.source_info) else outer[0]
         inner = _inner(eqn)
         if inner is not None:
             name = eqn.params.get("name") if outer[1] is None else outer[1]
@@ -209,7 +215,7 @@ def localize(
       >>> x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
       >>> found = equivax.report(f, x, equivax.groups.translations(8, 8, shifts=[(1, 0)]), by="operation")
       >>> found.first_breaks
-      {'shift(1,0)': '2 add'}
+      {'shift(1,0)': '1 add'}
     """
     if not isinstance(group, Group):
         raise TypeError(f"group must be an equivax Group (see equivax.groups), got {type(group).__name__}")
