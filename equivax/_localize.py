@@ -83,7 +83,9 @@ def _where(info: Any, depth: int = 2) -> str | None:
     except (ImportError, AttributeError):
         match = _SUMMARY.match(source_info_util.summarize(info) or "")
         found = [(match["file"], match["line"], match["function"])] if match else []
-    named = [f"{os.path.basename(file)}:{line} ({function})" for file, line, function in found[:depth]]
+    named = [
+        f"{os.path.basename(file)}:{line} ({function.split('<locals>.')[-1]})" for file, line, function in found[:depth]
+    ]
     return ", called from ".join(named) or None
 
 
