@@ -30,8 +30,9 @@ from jax.extend import core as jex
 from jax.extend import source_info_util
 
 from equivax import actions as actions_lib
+from equivax._carried import Carried, carried_by, spatial
 from equivax._check import check_outputs
-from equivax._report import LayerReport, Report, _Carried, carried_by, spatial
+from equivax._report import LayerReport, Report
 from equivax.groups import Group
 
 __all__ = ["localize"]
@@ -327,7 +328,7 @@ def _choose(
     return chosen, actions, labels
 
 
-def _inner_action(start: _Carried | None, in_action: Any, x: jax.Array, shape: tuple[int, ...]) -> tuple[Any, Any]:
+def _inner_action(start: Carried | None, in_action: Any, x: jax.Array, shape: tuple[int, ...]) -> tuple[Any, Any]:
     if start is None:
         return (in_action, ("given", 1, "given")) if tuple(shape) == tuple(x.shape) else (None, None)
     found = spatial(start, tuple(x.shape), tuple(shape))
@@ -336,12 +337,12 @@ def _inner_action(start: _Carried | None, in_action: Any, x: jax.Array, shape: t
     return found.action(), (found.label, found.stride, "inferred")
 
 
-def _final(given: Any, start: _Carried | None, x: jax.Array, shape: tuple[int, ...]) -> tuple[Any, Any]:
+def _final(given: Any, start: Carried | None, x: jax.Array, shape: tuple[int, ...]) -> tuple[Any, Any]:
     if given is not None:
         return given, ("given", int(getattr(given, "stride", 1)), "given")
     if start is None:
         raise ValueError("with your own in_action the action on f's output cannot be inferred: pass out_action")
-    found = spatial(start, tuple(x.shape), tuple(shape)) or _Carried("invariant", start.stride)
+    found = spatial(start, tuple(x.shape), tuple(shape)) or Carried("invariant", start.stride)
     return found.action(), (found.label, found.stride, "inferred")
 
 
