@@ -115,7 +115,7 @@ def layer_rows(report: Report) -> list[dict[str, str]]:
                 "worst": result.labels[worst],
                 "rel_error": fmt(result.rel_error[worst]),
                 "counts": ", ".join(f"{n} {v}" for v, n in result.counts().items()),
-                "where": where(layer),
+                "where": layer.where or "",
                 "status": "broken" if broken else "approximate" if "approximate" in result.verdicts else "equivariant",
             }
         )
