@@ -47,6 +47,13 @@ _INNER = {
     "custom_vjp_call": "call_jaxpr",
 }
 _JAX_DIR = os.path.dirname(jax.__file__)
+#: Elementwise primitives: applied to one equivariant array and scalars, they keep it equivariant,
+#: so they are not checked after a checked operation.
+_POINTWISE = frozenset(
+    "abs add ceil convert_element_type copy cos cosh div erf exp exp2 expm1 floor integer_pow log log1p "
+    "logistic max min mul neg pow round rsqrt sign sin sinh sqrt square sub tan tanh".split()
+)
+_ORIENTATIONS = (4, 8)
 _SUMMARY = re.compile(r"^(?P<file>.*?):(?P<line>\d+)(?::\d+)? \((?P<function>.*)\)$")
 
 
@@ -63,6 +70,7 @@ class _Op:
     dtype: Any
     depends: bool  # computed from x
     inputs: tuple[int, ...] = ()  # the ops whose outputs it reads
+    pointwise: bool = False  # elementwise in one array computed from x, with scalars only besides
 
 
 def _where(info: Any, depth: int = 2) -> str | None:
@@ -104,7 +112,7 @@ def _evaluate(
     args: Sequence[Any],
     depends: Sequence[bool],
     outer: tuple[Any, str | None],
-    visit: Callable[[Any, Any, str | None, list[Any], list[Any], bool], None],
+    visit: Callable[[Any, Any, str | None, list[Any], list[Any], list[bool]], None],
 ) -> tuple[list[Any], list[bool]]:
     """Run ``jaxpr`` equation by equation, calling ``visit`` on every primitive (calls inlined)."""
     env: dict[Any, Any] = {}
@@ -133,7 +141,7 @@ def _evaluate(
                 outs = eqn.primitive.bind(*values, **params)
             outs = list(outs) if eqn.primitive.multiple_results else [outs]
             out_deps = [any(deps)] * len(outs)
-            visit(eqn, info, outer[1], values, outs, any(deps))
+            visit(eqn, info, outer[1], values, outs, deps)
         for v, value, d in zip(eqn.outvars, outs, out_deps, strict=True):
             env[v], dep[v] = value, d
     return [read(v) for v in jaxpr.outvars], [read_dep(v) for v in jaxpr.outvars]
@@ -150,14 +158,21 @@ def _plan(closed: Any, x: jax.Array) -> tuple[list[_Op], list[int | None]]:
     made: dict[int, int] = {}
     kept: list[Any] = []  # every traced value stays alive, so no id is reused
 
-    def visit(eqn: Any, info: Any, within: str | None, values: list[Any], outs: list[Any], depends: bool) -> None:
+    def visit(eqn: Any, info: Any, within: str | None, values: list[Any], outs: list[Any], deps: list[bool]) -> None:
         position = ops[-1].position + 1 if ops else 0
         inputs = tuple(made[id(v)] for v in values if id(v) in made)
+        depends = any(deps)
+        pointwise = (
+            eqn.primitive.name in _POINTWISE
+            and sum(deps) == 1
+            and all(jnp.ndim(v) == 0 for v, d in zip(values, deps, strict=True) if not d)
+        )
         for k, value in enumerate(outs):
             made[id(value)] = len(ops)
             kept.append(value)
             name, where = eqn.primitive.name, _where(info)
-            ops.append(_Op(position, k, name, _short(within), where, value.shape, value.dtype, depends, inputs))
+            op = _Op(position, k, name, _short(within), where, value.shape, value.dtype, depends, inputs, pointwise)
+            ops.append(op)
 
     sources: list[int | None] = []
 
@@ -242,7 +257,7 @@ def localize(
         found: list[Any] = [None] * len(chosen)
         count = {"next": 0}
 
-        def visit(eqn: Any, info: Any, within: Any, values: Any, outs: list[Any], depends: bool) -> None:
+        def visit(eqn: Any, info: Any, within: Any, values: Any, outs: list[Any], deps: Any) -> None:
             position = count["next"]
             count["next"] += 1
             for k, value in enumerate(outs):
@@ -307,11 +322,14 @@ def _choose(
     start = carried_by(in_action)
     given = _output_actions(out_action, out_leaves)
     finals = {src: k for k, src in enumerate(sources) if src is not None}
+    merged = _merged_orientations(ops)
     chosen, actions, labels = [], [], []
     for i, op in enumerate(ops):
         if i in finals:
             act, label = _final(given[finals[i]], start, x, op.shape)
-        elif not op.depends or not jnp.issubdtype(op.dtype, jnp.floating):
+        elif not op.depends or not jnp.issubdtype(op.dtype, jnp.floating) or i in merged:
+            continue
+        elif op.pointwise and any(j in chosen and ops[j].shape == op.shape for j in op.inputs):
             continue
         else:
             act, label = _inner_action(start, in_action, x, op.shape)
@@ -326,6 +344,35 @@ def _choose(
             actions.append(act)
             labels.append(label)
     return chosen, actions, labels
+
+
+def _merged_orientations(ops: list[_Op]) -> set[int]:
+    """The 4-D ops whose channels are orientations × channels of group feature maps (what a group
+    convolution reshapes to and from ``(N, H, W, K, C)``): the image action does not describe
+    them, and the 5-D forms next to them are checked instead."""
+
+    def regular(i: int) -> bool:
+        return len(ops[i].shape) == 5 and ops[i].shape[3] in _ORIENTATIONS
+
+    consumers: dict[int, list[int]] = {}
+    for i, op in enumerate(ops):
+        for j in op.inputs:
+            consumers.setdefault(j, []).append(i)
+    merged: set[int] = set()
+    for i, op in enumerate(ops):  # reshaped from feature maps, or elementwise in such an array
+        sources = [j for j in op.inputs if ops[j].depends]
+        if len(op.shape) != 4 or not sources:
+            continue
+        if (op.primitive == "reshape" and regular(sources[0])) or (
+            all(j in merged for j in sources) and all(ops[j].shape == op.shape for j in sources)
+        ):
+            merged.add(i)
+    for i in reversed(range(len(ops))):  # reshaped into feature maps, or feeding only such arrays
+        after = consumers.get(i, [])
+        if len(ops[i].shape) == 4 and ops[i].depends and after:
+            if all((ops[c].primitive == "reshape" and regular(c)) or c in merged for c in after):
+                merged.add(i)
+    return merged
 
 
 def _inner_action(start: Carried | None, in_action: Any, x: jax.Array, shape: tuple[int, ...]) -> tuple[Any, Any]:
