@@ -109,12 +109,14 @@ class _Provenance:
     def __init__(self, x: Any):
         self.known: dict[int, int] = {id(leaf): -1 for leaf in jax.tree.leaves(x)}
         self.outputs: list[Any] = []
-        self.trace = next((leaf._trace for leaf in jax.tree.leaves(x) if isinstance(leaf, jax.core.Tracer)), None)
+        self.trace = next((_trace_of(leaf) for leaf in jax.tree.leaves(x) if isinstance(leaf, jax.core.Tracer)), None)
 
     def ours(self, out: Any) -> bool:
         """Whether ``out`` lives at the model's own trace level, not inside a transformation the
         model applies itself (a ``jax.vmap`` over a head, a scan): only those can be returned."""
-        return all(not isinstance(leaf, jax.core.Tracer) or leaf._trace is self.trace for leaf in jax.tree.leaves(out))
+        return all(
+            not isinstance(leaf, jax.core.Tracer) or _trace_of(leaf) is self.trace for leaf in jax.tree.leaves(out)
+        )
 
     def source(self, args: Sequence[Any]) -> int | None:
         leaves = jax.tree.leaves(args)
@@ -127,6 +129,11 @@ class _Provenance:
             self.known.setdefault(id(leaf), index)
         if _RECORDER is not None:
             _RECORDER.append(Tap(name, layer, source))
+
+
+def _trace_of(tracer: Any) -> Any:
+    """The trace a tracer belongs to (``None`` where jax does not say, and every output is kept)."""
+    return getattr(tracer, "_trace", None)
 
 
 def _chain(named: Sequence[tuple[str, Callable[..., Any]]], x: Any) -> tuple[Any, ...]:

@@ -349,6 +349,11 @@ def report(
     )
     labels = layer_reports[0].result.labels
     notes = () if found.note is None else (found.note,)
+    if not notes and layers is None and len(taps) == 1 and taps[0].name == "output":
+        notes = (
+            f"checked end to end as one layer: none of {model_name}'s sub-module calls could be recorded (they run "
+            "inside a transformation it applies itself, such as jax.vmap); pass layers=[...], or by='operation'",
+        )
     return Report(
         model_name, group.name, tuple(x.shape), labels, layer_reports, time.perf_counter() - start, notes=notes
     )

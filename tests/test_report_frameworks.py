@@ -328,3 +328,54 @@ def test_a_given_action_overrides_inference_for_one_layer():
     assert [(layer.output, layer.source) for layer in found.layers] == [("image", "inferred"), ("given", "given")]
     assert found.first_breaks == {"shift(0,1)": "bias", "shift(1,0)": "bias"}  # a map is no invariant
     assert found.layers[0].result.ok
+
+
+class LinenScale(linen.Module):
+    def __call__(self, v):
+        return scale_by_length(v)
+
+
+class LinenWind(linen.Module):
+    def __call__(self, v):
+        return add_east_wind(v)
+
+
+class LinenFlow(linen.Module):
+    @linen.compact
+    def __call__(self, v):
+        return jnp.tanh(LinenWind()(LinenScale()(v)))
+
+
+def test_custom_field_actions_on_a_linen_model():
+    fields, act = images(3, (1, 6, 6, 2)), rotate_vectors
+    model = LinenFlow()
+    variables = model.init(jax.random.key(0), fields)
+    given = {"LinenScale_0": act, "LinenWind_0": act}
+    found = equivax.report(model, fields, groups.rotations(), act, act, variables=variables, layer_actions=given)
+    assert [layer.name for layer in found.layers] == ["LinenScale_0", "LinenWind_0", "output"]
+    assert found.first_breaks == dict.fromkeys(("r1", "r2", "r3"), "LinenWind_0")
+
+
+class EqxWind(eqx.Module):
+    def __call__(self, v, *, key=None):
+        return add_east_wind(v)
+
+
+def test_custom_field_actions_on_an_equinox_model():
+    fields, act = images(3, (1, 6, 6, 2)), rotate_vectors
+    model = eqx.nn.Sequential([eqx.nn.Lambda(scale_by_length), EqxWind(), eqx.nn.Lambda(jnp.tanh)])
+    found = equivax.report(model, fields, groups.rotations(), act, layer_actions=lambda name, shape: act)
+    assert [layer.name for layer in found.layers] == ["layers.0", "layers.1", "layers.2"]
+    assert found.first_breaks == dict.fromkeys(("r1", "r2", "r3"), "layers.1")
+
+
+def test_a_model_whose_sub_modules_all_run_inside_its_own_vmap_says_so():
+    class PerExample(eqx.Module):
+        bias: EqxBias
+
+        def __call__(self, x):
+            return jax.vmap(self.bias)(x[:, None])[:, 0]
+
+    found = equivax.report(PerExample(EqxBias()), images(), SHIFTS)
+    assert [layer.name for layer in found.layers] == ["output"]
+    assert "none of PerExample's sub-module calls could be recorded" in found.notes[0] and "layers=" in found.notes[0]
