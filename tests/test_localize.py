@@ -172,3 +172,25 @@ def test_group_feature_maps_are_checked_as_such_and_a_planted_orientation_break_
     for label in found.labels:
         layer = found.layers[found.first_broken_index(label)]
         assert line_of("orientation") in layer.where and layer.output == "regular(p4)"
+
+
+@pytest.mark.slow
+def test_the_command_line_localises_by_operation(tmp_path, monkeypatch, capsys):
+    from equivax import cli
+
+    (tmp_path / "biased_model.py").write_text(
+        "import jax.numpy as jnp\n"
+        "\n"
+        "\n"
+        "def build():\n"
+        "    def model(x):\n"
+        "        return jnp.tanh(x) + 0.1 * jnp.arange(x.shape[1])[:, None, None]\n"
+        "\n"
+        "    return model\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["report", "biased_model:build", "--group", "translations", "--input-shape", "8,8,1", "--by", "operation"]
+    assert cli.main([*args, "--format", "markdown"]) == 1
+    text = capsys.readouterr().out
+    assert "first broken operation" in text and "biased_model.py:6 (model)" in text
