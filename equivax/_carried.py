@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 
 from equivax import actions as actions_lib
 from equivax._layers import Tap
@@ -39,18 +40,46 @@ class Carried:
     kind: str  # "image" | "regular" | "invariant"
     stride: int = 1
     layout: str | None = None
+    pixel: bool = False  # one pixel (a global pool with kept axes): every shift acts trivially
 
     @property
     def label(self) -> str:
         return f"regular({self.layout})" if self.kind == "regular" else self.kind
 
     def action(self) -> Any:
-        if self.kind == "invariant":
+        if self.kind == "invariant" or (self.kind == "image" and self.pixel):  # a turn of one pixel is one pixel
             return actions_lib.trivial()
         if self.kind == "regular":
             points = POINT_C4 if self.layout == "p4" else POINT_D4
+            if self.pixel:
+                return OnePixelRegular(points, self.layout)
             return actions_lib.RegularAction(points, self.stride, self.layout)
         return actions_lib.image(self.stride)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnePixelRegular:
+    """The regular action on one-pixel group feature maps ``(N, 1, 1, |K|, C)``: every shift acts
+    trivially, turns and mirrors permute the orientations."""
+
+    points: tuple[tuple[int, int], ...]
+    name: str
+    leafwise: ClassVar[bool] = True
+
+    def _regular(self) -> Any:
+        return actions_lib.RegularAction(self.points, 1, self.name)
+
+    def __call__(self, g: Any, y: Any) -> Any:
+        return self._regular()(g, y)
+
+    def defined(self, g: Any) -> Any:
+        return self._regular().defined(jnp.asarray(g).at[:2].set(0))
+
+    def validate(self, group: Any, y: Any, role: str) -> None:
+        """One-pixel maps with this orientation axis, under a group whose turns and mirrors it has."""
+        shape = tuple(y.shape)
+        if len(shape) != 5 or shape[1:4] != (1, 1, len(self.points)):
+            raise ValueError(f"{self.name} one-pixel feature maps are (N, 1, 1, {len(self.points)}, C), got {shape}")
 
 
 def carried_by(action: Any) -> Carried | None:
@@ -85,9 +114,9 @@ def spatial(carried: Carried, before: tuple[int, ...], after: tuple[int, ...]) -
         return carried
     if len(after) in (4, 5) and len(before) >= 3 and tuple(after[1:3]) == (1, 1):  # every shift acts trivially
         if len(after) == 4:
-            return Carried("image")
+            return Carried("image", pixel=True)
         if after[3] in _LAYOUTS:
-            return Carried("regular", 1, _LAYOUTS[after[3]][0])
+            return Carried("regular", 1, _LAYOUTS[after[3]][0], pixel=True)
     ratio = _ratio(before, after)
     if ratio is None or after[0] != before[0]:
         return None
