@@ -144,7 +144,7 @@ def test_version_1_files_are_still_read(reports):
 
 def test_html_summarises_across_models_and_says_how_many_elements_are_drawn(reports):
     page = render.html(reports)
-    assert page.count("<h2>Where each model first breaks</h2>") == 1
+    assert page.count('<h2 id="summary">Where each model first breaks</h2>') == 1
     assert "<th>small CNN</th><th>the same CNN again</th>" in page
     assert page.index("Where each model first breaks") < page.index("<h2>small CNN")
     total = len(reports[0].labels)

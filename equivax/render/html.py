@@ -62,7 +62,7 @@ def _summary(reports: list[Report]) -> str:
     ]
     return "\n".join(
         [
-            "<h2>Where each model first breaks</h2>",
+            '<h2 id="summary">Where each model first breaks</h2>',
             _table(["element", *(r.model for r in reports)], rows),
             '<p class="caption">Each cell: the output\'s verdict — the first broken layer (or operation).</p>',
         ]
