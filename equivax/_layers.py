@@ -16,6 +16,11 @@ How a model is split:
 * A Flax Linen module bound to its variables (``model.bind(variables)``), or given with
   ``variables=``: every sub-module ``__call__`` is intercepted with ``nn.intercept_methods``.
 * Anything else is one layer, and the split says why (``Split.note``).
+
+Sub-module calls are intercepted by wrapping ``__call__`` on the classes that define it, only
+while the model is traced and under a lock, and only calls of the model's own sub-modules (by
+identity) are recorded; calls made inside a transformation the model applies itself (its own
+``jax.vmap``) cannot leave it and are not recorded.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import functools
 import importlib
 import inspect
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +40,8 @@ __all__ = ["Split", "Tap", "split", "trace"]
 
 #: The taps recorded while a split traces (``None`` outside ``trace``).
 _RECORDER: list[Tap] | None = None
+#: Held while classes are patched or taps recorded: one model traced at a time.
+_LOCK = threading.RLock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,13 +188,14 @@ def _intercepted(model: Any, paths: dict[int, str], x: Any) -> tuple[Any, ...]:
 
         return call
 
-    try:
-        for owner, original in saved.items():
-            type.__setattr__(owner, "__call__", wrap(original))
-        y = model(x)
-    finally:
-        for owner, original in saved.items():
-            type.__setattr__(owner, "__call__", original)
+    with _LOCK:
+        try:
+            for owner, original in saved.items():
+                type.__setattr__(owner, "__call__", wrap(original))
+            y = model(x)
+        finally:
+            for owner, original in saved.items():
+                type.__setattr__(owner, "__call__", original)
     _add_output(seen, model, y)
     return tuple(seen.outputs)
 
@@ -423,13 +432,14 @@ def trace(found: Split, x: Any) -> tuple[list[Tap], list[Any]]:
     """The taps of ``found`` and the shapes of their outputs for the input ``x`` (no compute)."""
     global _RECORDER
     recorded: list[Tap] = []
-    _RECORDER = recorded
-    try:
-        shapes = jax.eval_shape(found.taps, x)
-    except Exception as err:  # any failure of the user's model: say which input
-        raise ValueError(f"the model fails on an input of shape {x.shape}: {type(err).__name__}: {err}") from err
-    finally:
-        _RECORDER = None
+    with _LOCK:
+        _RECORDER = recorded
+        try:
+            shapes = jax.eval_shape(found.taps, x)
+        except Exception as err:  # any failure of the user's model: say which input
+            raise ValueError(f"the model fails on an input of shape {x.shape}: {type(err).__name__}: {err}") from err
+        finally:
+            _RECORDER = None
     if len(recorded) != len(shapes):
         raise RuntimeError(f"recorded {len(recorded)} layers but the model returned {len(shapes)} outputs")
     return recorded, list(shapes)
