@@ -33,6 +33,7 @@ from equivax._cache import clear_cache as clear_cache
 from equivax._check import check as check
 from equivax._check import check_outputs as check_outputs
 from equivax._check import compiled_memory as compiled_memory
+from equivax._localize import localize as localize
 from equivax._report import Report as Report
 from equivax._report import report as report
 from equivax.groups import Group as Group
@@ -87,6 +88,7 @@ __all__ = [
     "lie",
     "lie_derivative",
     "lie_error",
+    "localize",
     "matrix_groups",
     "report",
     "rounding_bound",
