@@ -19,9 +19,14 @@ hypothesis.settings.register_profile("ci", deadline=None, max_examples=25, deran
 hypothesis.settings.register_profile("dev", deadline=None, max_examples=50)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# Strict dtype promotion, as equinox's tests use: a silent promotion to float64 (or of an integer
-# array to float) inside the library raises instead of passing unnoticed.
-jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+@pytest.fixture
+def strict_promotion():
+    """Strict dtype promotion, as equinox's tests use: a silent promotion (float32 with float64, an
+    integer array with a float one) inside the library raises instead of passing unnoticed. The
+    check core's tests run under it (``pytestmark`` in their modules)."""
+    with jax.numpy_dtype_promotion("strict"):
+        yield
 
 
 @pytest.fixture(params=["float32", "float64"])

@@ -15,6 +15,8 @@ from layers import deep_circular_cnn, p4_network, weights
 import equivax
 from equivax import actions, groups, zoo
 
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
 C4 = groups.rotations()
 REGULAR_C4 = actions.regular(C4)
 

@@ -32,7 +32,7 @@ PLANAR_REPS = {
     "regular-D4": fields.regular(D4),
     "direct-sum": fields.direct_sum(fields.trivial(), fields.vector(), fields.regular(D4)),
     "table": fields.table(D4, [np.eye(1) * (-1) ** (k + m) for k, m in groups.POINT_D4]),
-    "function": fields.function(lambda g: jnp.eye(1) * (-1) ** (g[2] + g[3]), 1),
+    "function": fields.function(lambda g: jnp.eye(1) * (-1.0) ** (g[2] + g[3]), 1),
 }
 MATRIX_REPS = {
     "trivial": fields.trivial(),
@@ -121,7 +121,7 @@ def test_channel_actions_compose(group, data):
 def test_homomorphism_error_is_zero_for_representations_and_catches_a_wrong_table():
     assert fields.homomorphism_error(fields.tensor(fields.vector(), fields.sign()), D4) == 0.0
     assert fields.homomorphism_error(fields.wigner_d(2), CUBE) < 1e-6
-    not_a_rep = fields.function(lambda g: jnp.eye(1) * (-1) ** (g[2] // 2 + g[3]), 1)
+    not_a_rep = fields.function(lambda g: jnp.eye(1) * (-1.0) ** (g[2] // 2 + g[3]), 1)
     assert fields.homomorphism_error(not_a_rep, D4) == 2.0
 
 

@@ -14,6 +14,8 @@ from flax import linen, nnx
 import equivax
 from equivax import actions, groups
 
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
 SHIFT = groups.translations(8, 8, shifts=[(0, 1)])
 
 

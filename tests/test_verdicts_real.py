@@ -11,6 +11,8 @@ from jax import lax
 import equivax
 from equivax import actions, groups
 
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
 SHIFT = groups.translations(8, 8, shifts=[(0, 1), (2, 3)])
 
 
