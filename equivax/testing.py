@@ -219,8 +219,11 @@ def _shell_quote(text: str) -> str:
 
 
 def _failure_name(frame: types.FrameType | None) -> str:
-    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
-    return test.rpartition("::")[2] or (frame.f_code.co_name if frame is not None else "failure")
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0].rpartition("::")[2]
+    if test or frame is None:
+        return test or "failure"
+    code = frame.f_code
+    return pathlib.Path(code.co_filename).stem if code.co_name == "<module>" else code.co_name
 
 
 def assert_equivariant(
