@@ -297,3 +297,17 @@ def test_first_contact_commands_run_in_a_subprocess(models):
     done = run("report", "mymodels:pooled", "--group", "P4M", "--input-shape", "8,8,3", "-o", "-", "--format", "json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["reports"][0]["ok"]
+
+
+@pytest.mark.slow
+def test_the_readme_demo_command_runs_in_a_subprocess(tmp_path):
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [line] = [line for line in readme.splitlines() if line.startswith("python -m pip install -e . && equivax demo")]
+    command = line.split(" && ")[1].split()
+    assert command == ["equivax", "demo"]
+    done = subprocess.run(
+        [sys.executable, "-m", "equivax.cli", *command[1:]], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Where each model first breaks" in done.stdout and "P4CNN" in done.stdout
+    assert (tmp_path / "equivax-demo.html").read_text().startswith("<!DOCTYPE html>")
