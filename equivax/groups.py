@@ -11,21 +11,28 @@ circularly by ``dy`` rows and ``dx`` columns (``jnp.roll``). Because every built
 encoding, one image action (``equivax.actions.image``) serves them all, and a traced element
 can be composed, inverted and applied without Python branches.
 
-User groups come from ``finite``: any stack of element arrays with a composition function
-(matrix product by default); closure, identity and inverses are derived and validated from the
-Cayley table.
+The law itself (composition, inverse, labels) lives in ``equivax._planar``, shared with the
+actions and the layers.
+
+User groups come from ``finite``: a list of elements, or generators whose closure is computed,
+with a composition function (matrix product by default); closure, identity, inverses and labels
+(shortest words in the generators) are derived from the Cayley table, computed on the host in the
+elements' dtype and matched with a dtype-scaled tolerance.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from equivax import _planar
+from equivax._planar import POINT_C4, POINT_D4, POINT_FLIPS, POINT_TRIVIAL, rotate_vector
 
 __all__ = [
     "Group",
@@ -41,12 +48,8 @@ __all__ = [
 
 Element = Any  # a (d,) array; traced inside checks
 
-#: The point groups of the planar encoding, as ordered tuples of (k, m). The order fixes the
-#: orientation axis of group feature maps: index ``k + 4 m`` for D4, ``k`` for C4.
-POINT_TRIVIAL = ((0, 0),)
-POINT_C4 = ((0, 0), (1, 0), (2, 0), (3, 0))
-POINT_FLIPS = ((0, 0), (0, 1))
-POINT_D4 = (*POINT_C4, (0, 1), (1, 1), (2, 1), (3, 1))
+# Re-exported for code that reads the point groups and the planar law from here.
+_ = (POINT_C4, POINT_D4, POINT_FLIPS, POINT_TRIVIAL, rotate_vector)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -66,9 +69,12 @@ class Group:
         fixes the orientation axis of the regular action. ``None`` for user groups.
       image_action: the group's natural action on NHWC images, used when ``check`` is given no
         action; ``None`` when the group has none (then pass actions explicitly).
-      resampling_tolerance: for sampled continuous families acting by interpolation (not exactly a
-        group action on a pixel grid): the relative error up to which ``check`` calls a structural
-        error ``"approximate"`` instead of ``"broken"``. ``None`` for exact actions.
+      resampling_tolerance: deprecated here; it belongs to the interpolating action (read it with
+        ``equivax.actions.resampling_tolerance(action)``). Kept, equal to the action's, for the
+        sampled continuous families.
+      match_tolerance: the largest difference per entry at which a concrete array is taken for an
+        element (``index``, ``label``, ``inverse``); ``None`` derives it from the elements' dtype:
+        0 for integers, ``sqrt(eps) · max(1, max |element|)`` for floats.
     """
 
     name: str
@@ -81,6 +87,7 @@ class Group:
     point_group: tuple[tuple[int, int], ...] | None = None
     image_action: Callable[[Element, jax.Array], jax.Array] | None = None
     resampling_tolerance: float | None = None
+    match_tolerance: float | None = None
 
     # -- pytree: the elements are the data; everything else is static structure ----------------
     def tree_flatten(self):
@@ -97,7 +104,16 @@ class Group:
         return self.compose_fn(g, h)
 
     def inverse(self, g: Element) -> Element:
-        """Return ``g⁻¹``."""
+        """Return ``g⁻¹``; a concrete non-member raises ``ValueError`` (see ``index``).
+
+        Traced elements cannot raise: a traced non-member of a ``finite`` group gives NaN (float
+        elements) or the dtype's minimum (integer elements), which no later lookup accepts.
+        """
+        try:
+            concrete = np.asarray(g)
+        except jax.errors.TracerArrayConversionError:
+            return self.inverse_fn(g)
+        self.index(concrete)
         return self.inverse_fn(g)
 
     def __len__(self) -> int:
@@ -112,8 +128,18 @@ class Group:
         table = np.asarray(self.elements)
         return {row.tobytes(): i for i, row in reversed(list(enumerate(table)))}
 
+    @functools.cached_property
+    def tolerance(self) -> float:
+        """The matching tolerance in use: ``match_tolerance``, or the one derived from the dtype."""
+        if self.match_tolerance is not None:
+            return float(self.match_tolerance)
+        return default_tolerance(np.asarray(self.elements))
+
     def index(self, g: Element) -> int:
-        """Index of element ``g`` (a concrete array), or raise ``ValueError`` if it is not in the group."""
+        """Index of element ``g`` (a concrete array), or raise ``ValueError`` if it is not in the group.
+
+        Float elements match within ``tolerance`` (the nearest one wins); others match exactly.
+        """
         table = np.asarray(self.elements)
         g = np.asarray(g)
         if g.shape != table.shape[1:]:
@@ -121,8 +147,13 @@ class Group:
                 f"element {g.tolist()} has shape {g.shape}, but elements of {self.name} have shape "
                 f"{table.shape[1:]}; draw elements from group.elements"
             )
-        position = self._positions.get(g.astype(table.dtype).tobytes())
-        if position is None or not np.array_equal(table[position], g):
+        if self.tolerance > 0:
+            position = _nearest(_flat(table), _flat(g[None])[0], self.tolerance)
+        else:
+            position = self._positions.get(g.astype(table.dtype).tobytes())
+            if position is not None and not np.array_equal(table[position], g):
+                position = None
+        if position is None:
             raise ValueError(
                 f"element {g.tolist()} is not in {self.name}; pick one of group.elements "
                 f"(e.g. {table[min(1, len(table) - 1)].tolist()})"
@@ -149,90 +180,31 @@ class Group:
 # ------------------------------------------------------------------------------------------------
 
 
-def rotate_vector(k, m, v):
-    """Apply the linear part ``A^k M^m`` to a displacement ``v = (dy, dx)`` (integers, traceable).
-
-    ``M`` mirrors the width axis, ``(dy, dx) -> (dy, -dx)``; ``A`` is the quarter turn of
-    ``jnp.rot90(..., axes=(1, 2))``, which moves a displacement ``(dy, dx)`` to ``(-dx, dy)``.
-    """
-    dy, dx = v[0], jnp.where(m == 1, -v[1], v[1])
-    k = k % 4
-    ry = jnp.select([k == 0, k == 1, k == 2], [dy, -dx, -dy], dx)
-    rx = jnp.select([k == 0, k == 1, k == 2], [dx, dy, -dx], -dy)
-    return jnp.stack([ry, rx])
-
-
-@dataclasses.dataclass(frozen=True)
-class _PlanarLaw:
-    """Composition and inverse of planar elements, translations taken modulo ``shape``."""
-
-    shape: tuple[int, int] | None
-
-    def _wrap(self, t):
-        if self.shape is None:
-            return jnp.zeros_like(t)
-        return t % jnp.asarray(self.shape, dtype=t.dtype)
-
-    def compose(self, g, h):
-        g, h = jnp.asarray(g), jnp.asarray(h)
-        k = (g[2] + (1 - 2 * g[3]) * h[2]) % 4
-        m = (g[3] + h[3]) % 2
-        t = self._wrap(g[:2] + rotate_vector(g[2], g[3], h[:2]))
-        return jnp.concatenate([t, jnp.stack([k, m])]).astype(g.dtype)
-
-    def inverse(self, g):
-        g = jnp.asarray(g)
-        k = ((2 * g[3] - 1) * g[2]) % 4
-        m = g[3]
-        t = self._wrap(-rotate_vector(k, m, g[:2]))
-        return jnp.concatenate([t, jnp.stack([k, m])]).astype(g.dtype)
-
-
-def _signed(t: int, n: int) -> int:
-    """Shift ``t`` modulo ``n`` written in ``(-n/2, n/2]`` for labels."""
-    t = t % n
-    return t - n if t > n // 2 else t
-
-
-def _planar_label(g: np.ndarray, shape: tuple[int, int] | None) -> str:
-    dy, dx, k, m = (int(v) for v in g)
-    parts = []
-    if shape is not None and (dy or dx):
-        parts.append(f"shift({_signed(dy, shape[0])},{_signed(dx, shape[1])})")
-    if k:
-        parts.append(f"r{k}")
-    if m:
-        parts.append("m")
-    return "·".join(parts) or "e"
-
-
 def _check_size(name: str, value: int) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer image size, got {value!r}")
     return int(value)
 
 
-def _planar(
+def _planar_group(
     name: str,
     shifts: np.ndarray,
     points: tuple[tuple[int, int], ...],
     shape: tuple[int, int] | None,
 ) -> Group:
-    from equivax.actions import image  # actions depend on the encoding defined here
-
     rows = [(dy, dx, k, m) for dy, dx in shifts for k, m in points]
     elements = np.asarray(rows, dtype=np.int32).reshape(-1, 4)
-    law = _PlanarLaw(shape)
+    law = _planar.PlanarLaw(shape)
     return Group(
         name=name,
         elements=elements,
-        labels=tuple(_planar_label(g, shape) for g in elements),
+        labels=tuple(_planar.label(g, shape) for g in elements),
         identity=np.zeros(4, dtype=np.int32),
         compose_fn=law.compose,
         inverse_fn=law.inverse,
         shape=shape,
         point_group=points,
-        image_action=image(),
+        image_action=_planar.ImageAction(),
     )
 
 
@@ -295,22 +267,22 @@ def translations(
     else:
         table = _all_shifts(h, w)
         name = f"translations({h}x{w})"
-    return _planar(name, table, POINT_TRIVIAL, (h, w))
+    return _planar_group(name, table, POINT_TRIVIAL, (h, w))
 
 
 def rotations() -> Group:
     """C4: rotations by multiples of 90° about the image centre (counter-clockwise, as ``jnp.rot90``)."""
-    return _planar("C4", np.zeros((1, 2), np.int32), POINT_C4, None)
+    return _planar_group("C4", np.zeros((1, 2), np.int32), POINT_C4, None)
 
 
 def flips() -> Group:
     """The mirror of the width axis (``jnp.flip(x, axis=2)``) and the identity."""
-    return _planar("flips", np.zeros((1, 2), np.int32), POINT_FLIPS, None)
+    return _planar_group("flips", np.zeros((1, 2), np.int32), POINT_FLIPS, None)
 
 
 def dihedral() -> Group:
     """D4: the 8 symmetries of the square, elements ``r^k m^m`` (mirror first, then rotate)."""
-    return _planar("D4", np.zeros((1, 2), np.int32), POINT_D4, None)
+    return _planar_group("D4", np.zeros((1, 2), np.int32), POINT_D4, None)
 
 
 def _square(name: str, h: int, w: int | None) -> tuple[int, int]:
@@ -331,7 +303,7 @@ def p4(h: int, w: int | None = None, *, stride: int | None = None) -> Group:
     h, w = _square("p4", h, w)
     shifts = translations(h, w, stride=stride).elements[:, :2] if stride else _all_shifts(h, w)
     suffix = f", stride={stride}" if stride else ""
-    return _planar(f"p4({h}x{w}{suffix})", np.asarray(shifts), POINT_C4, (h, w))
+    return _planar_group(f"p4({h}x{w}{suffix})", np.asarray(shifts), POINT_C4, (h, w))
 
 
 def p4m(h: int, w: int | None = None, *, stride: int | None = None) -> Group:
@@ -339,21 +311,289 @@ def p4m(h: int, w: int | None = None, *, stride: int | None = None) -> Group:
     h, w = _square("p4m", h, w)
     shifts = translations(h, w, stride=stride).elements[:, :2] if stride else _all_shifts(h, w)
     suffix = f", stride={stride}" if stride else ""
-    return _planar(f"p4m({h}x{w}{suffix})", np.asarray(shifts), POINT_D4, (h, w))
+    return _planar_group(f"p4m({h}x{w}{suffix})", np.asarray(shifts), POINT_D4, (h, w))
 
 
 # ------------------------------------------------------------------------------------------------
-# User groups
+# User groups: matching rows with a tolerance, the Cayley table, closure of generators, words
 # ------------------------------------------------------------------------------------------------
+
+#: Products are computed in blocks of at most this many numbers (bounds host memory).
+_BLOCK = 1 << 22
+_SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def default_tolerance(elements: np.ndarray) -> float:
+    """The tolerance at which two elements are taken to be equal: 0 for exact dtypes, and
+    ``sqrt(eps) · max(1, max |element|)`` for floats (3.5e-4 in float32, 1.5e-8 in float64): far above
+    the rounding of a few thousand products, far below the spacing of distinct group elements."""
+    elements = np.asarray(elements)
+    if not np.issubdtype(elements.dtype, np.inexact):
+        return 0.0
+    scale = max(1.0, float(np.max(np.abs(elements)))) if elements.size else 1.0
+    return float(np.sqrt(np.finfo(elements.dtype).eps) * scale)
+
+
+def _flat(rows: np.ndarray) -> np.ndarray:
+    """``(n, ...)`` elements as ``(n, d)`` real rows (float64 for inexact dtypes, int64 otherwise)."""
+    rows = np.asarray(rows)
+    flat = rows.reshape(len(rows), -1)
+    if np.iscomplexobj(flat):
+        flat = np.concatenate([flat.real, flat.imag], axis=1)
+    return flat.astype(np.float64 if np.issubdtype(flat.dtype, np.inexact) else np.int64)
+
+
+def _distances(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Max-norm distances ``(len(rows), len(table))``; callers keep the product of the sizes bounded."""
+    return np.max(np.abs(rows[:, None, :] - table[None, :, :]), axis=2, initial=0)
+
+
+def _nearest(table: np.ndarray, row: np.ndarray, tol: float) -> int | None:
+    distance = np.max(np.abs(table - row[None]), axis=1, initial=0)
+    best = int(np.argmin(distance))
+    return best if distance[best] <= tol else None
+
+
+class _Lookup:
+    """Find rows in a table of flat elements within ``tol`` (max-norm), in ``O(log n)`` per row.
+
+    Most rows are found by a hash of their grid cell. For the others, every row is projected on one
+    seeded random direction ``u``; a table row within ``tol`` of a query has a projection within
+    ``tol · ‖u‖₁`` of the query's, so the sorted projections give a short range of candidates, which
+    are then compared entry by entry. Exact and complete.
+    """
+
+    def __init__(self, table: np.ndarray, tol: float):
+        self.table, self.tol = table, tol
+        self.direction = np.random.default_rng(0).standard_normal(table.shape[1])
+        self.reach = tol * float(np.sum(np.abs(self.direction))) * (1 + 1e-9)
+        projections = table @ self.direction
+        self.order = np.argsort(projections, kind="stable")
+        self.sorted = projections[self.order]
+        # A first guess: rows in the same grid cell (of 8 tol) as an element, found by a sorted hash.
+        self.mix = np.random.default_rng(1).integers(1, 2**62, size=table.shape[1]).astype(np.uint64)
+        hashes = self._hash(table)
+        self.hash_order = np.argsort(hashes, kind="stable")
+        self.hash_sorted = hashes[self.hash_order]
+
+    def _hash(self, rows: np.ndarray) -> np.ndarray:
+        keys = np.round(rows / (8 * self.tol)) if self.tol > 0 else rows
+        return (keys.astype(np.int64).view(np.uint64) * self.mix).sum(axis=1, dtype=np.uint64)
+
+    def find(self, rows: np.ndarray) -> np.ndarray:
+        """Index of each row in the table (within ``tol``), -1 where it has none."""
+        index = np.full(len(rows), -1)
+        if len(self.table) == 0 or len(rows) == 0:
+            return index
+        hashes = self._hash(rows)
+        pos = np.minimum(np.searchsorted(self.hash_sorted, hashes), len(self.hash_sorted) - 1)
+        guess = self.hash_order[pos]
+        hit = (self.hash_sorted[pos] == hashes) & np.all(np.abs(rows - self.table[guess]) <= self.tol, axis=1)
+        index[hit] = guess[hit]
+        rest = np.flatnonzero(~hit)
+        if rest.size:
+            index[rest] = self._search(rows[rest])
+        return index
+
+    def _search(self, rows: np.ndarray) -> np.ndarray:
+        """The projection search, for rows the hash did not place."""
+        index = np.full(len(rows), -1)
+        projections = rows @ self.direction
+        lo = np.searchsorted(self.sorted, projections - self.reach, side="left")
+        hi = np.searchsorted(self.sorted, projections + self.reach, side="right")
+        width = int(np.max(hi - lo))
+        if width == 0:
+            return index
+        step = max(1, _BLOCK // (width * rows.shape[1]))
+        for start in range(0, len(rows), step):
+            part = slice(start, start + step)
+            slots = lo[part, None] + np.arange(width)[None, :]
+            candidates = self.order[np.minimum(slots, len(self.order) - 1)]
+            distance = np.max(np.abs(self.table[candidates] - rows[part, None, :]), axis=2, initial=0)
+            distance = np.where(slots < hi[part, None], distance, np.inf)
+            best = np.argmin(distance, axis=1)
+            ok = distance[np.arange(len(best)), best] <= self.tol
+            index[part] = np.where(ok, candidates[np.arange(len(best)), best], -1)
+        return index
+
+
+def _first_of_each(rows: np.ndarray, tol: float) -> np.ndarray:
+    """For each row, the index of the first row equal to it within ``tol`` (itself if none earlier)."""
+    if tol == 0:
+        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+        return first[inverse.reshape(-1)]
+    first = np.empty(len(rows), dtype=np.int64)
+    step = max(1, _BLOCK // max(1, rows.size))
+    for start in range(0, len(rows), step):
+        close = _distances(rows[start : start + step], rows) <= tol
+        first[start : start + step] = np.argmax(close, axis=1)
+    return first
+
+
+class _Products:
+    """All products ``a_i · b_j`` of two stacks of elements, computed by one compiled, vmapped
+    ``compose`` on the CPU, in the elements' dtype (64-bit when they are), block by block."""
+
+    def __init__(self, compose: Callable[[Element, Element], Element], example: np.ndarray):
+        self.compose, self.dtype = compose, example.dtype
+        self.wide = example.dtype.itemsize >= 8
+        self.cpu = jax.devices("cpu")[0]
+        with jax.enable_x64(self.wide):
+            out = jax.eval_shape(compose, example, example)
+        if getattr(out, "shape", None) != example.shape:
+            raise ValueError(
+                f"compose(g, h) returned {getattr(out, 'shape', type(out).__name__)} for elements of shape "
+                f"{example.shape}: it must return one element of the same shape"
+            )
+        self.table = jax.jit(jax.vmap(jax.vmap(compose, in_axes=(None, 0)), in_axes=(0, None)))
+        self.right: tuple[Any, Any] = (None, None)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, block: int) -> np.ndarray:
+        """``(len(a), len(b), ...)`` products, ``a`` in blocks of ``block`` rows, the last one padded, so
+        that one compiled program serves every call with the same ``block`` and ``b``."""
+        parts = []
+        with jax.enable_x64(self.wide), jax.default_device(self.cpu):
+            if self.right[0] is not b:
+                self.right = (b, jax.device_put(b, self.cpu))
+            for start in range(0, len(a), block):
+                part = a[start : start + block]
+                padded = np.concatenate([part, np.repeat(part[:1], block - len(part), axis=0)])
+                parts.append(np.asarray(self.table(padded, self.right[1]))[: len(part)])
+        return np.concatenate(parts).astype(self.dtype, copy=False)
+
+
+def _block(a_rows: int, b: np.ndarray) -> int:
+    """Rows of ``a`` per call so that a block of products holds about ``_BLOCK`` numbers."""
+    return max(1, min(a_rows, _BLOCK // max(1, b.size)))
+
+
+def _close(products: _Products, generators: np.ndarray, tol: float, max_size: int, name: str) -> np.ndarray:
+    """Every product of the generators: breadth-first, multiplying the newest elements by each generator."""
+    flat_gens = _flat(generators)
+    table = generators[np.unique(_first_of_each(flat_gens, tol))]
+    frontier, block = table, min(64, _block(max_size, generators))
+    # Candidates are looked up in an index of the older elements and compared with the newer ones;
+    # the index is rebuilt when the newer ones outnumber the older (amortised O(n log n)).
+    older, newer = _Lookup(_flat(table), tol), _flat(table)[:0]
+    while len(frontier):
+        candidates = products(frontier, generators, block).reshape(-1, *generators.shape[1:])
+        flat = _flat(candidates)
+        fresh = np.flatnonzero(older.find(flat) < 0)
+        if fresh.size and len(newer):
+            step = max(1, _BLOCK // newer.size)
+            seen = [
+                np.any(_distances(flat[fresh[i : i + step]], newer) <= tol, axis=1) for i in range(0, fresh.size, step)
+            ]
+            fresh = fresh[~np.concatenate(seen)]
+        if fresh.size:
+            fresh = np.sort(fresh[np.unique(_first_of_each(flat[fresh], tol))])
+        frontier = candidates[fresh]
+        table = np.concatenate([table, frontier])
+        newer = np.concatenate([newer, flat[fresh]])
+        if len(newer) > len(older.table):
+            older, newer = _Lookup(_flat(table), tol), newer[:0]
+        if len(table) > max_size:
+            raise ValueError(
+                f"the generators of {name} have produced more than {max_size} elements without closing: check that "
+                "they generate a finite group (a float rotation must be by 2π/n), or raise max_size"
+            )
+    return table
+
+
+def _cayley(products: _Products, table: np.ndarray, tol: float, describe: Callable[[int], str], name: str):
+    """The Cayley table ``cayley[i, j] = index of table[i] · table[j]``, checked for closure."""
+    n = len(table)
+    found = _Lookup(_flat(table), tol)
+    cayley = np.empty((n, n), dtype=np.int64)
+    step = _block(n, table)
+    for start in range(0, n, step):
+        part = products(table[start : start + step], table, step)
+        rows = found.find(_flat(part.reshape(-1, *table.shape[1:]))).reshape(len(part), n)
+        if np.any(rows < 0):
+            i, j = np.argwhere(rows < 0)[0]
+            raise ValueError(
+                f"{name} is not closed: {describe(start + i)}·{describe(j)} = {part[i, j].tolist()} is not in the "
+                "list; add it, or check compose"
+            )
+        cayley[start : start + step] = rows
+    return cayley
+
+
+def _identity_and_inverses(cayley: np.ndarray, describe: Callable[[int], str], name: str) -> tuple[int, np.ndarray]:
+    n = len(cayley)
+    every = np.arange(n)
+    identities = np.flatnonzero(np.all(cayley == every, axis=1) & np.all(cayley.T == every, axis=1))
+    if identities.size == 0:
+        raise ValueError(f"{name} has no identity element: include it in the list")
+    e = int(identities[0])
+    has_inverse = np.any(cayley == e, axis=1)
+    if not np.all(has_inverse):
+        missing = describe(int(np.flatnonzero(~has_inverse)[0]))
+        raise ValueError(f"element {missing} of {name} has no inverse in the list")
+    inverse = np.argmax(cayley == e, axis=1)
+    rng = np.random.default_rng(0)
+    a, b, c = rng.integers(0, n, size=(3, min(4096, n**3)))
+    broken = np.flatnonzero(cayley[cayley[a, b], c] != cayley[a, cayley[b, c]])
+    if broken.size:
+        i = broken[0]
+        a, b, c = describe(a[i]), describe(b[i]), describe(c[i])
+        raise ValueError(f"compose is not associative on {name}: ({a}·{b})·{c} ≠ {a}·({b}·{c}); check compose")
+    return e, inverse
+
+
+def _reached(cayley: np.ndarray, e: int, generators: Sequence[int]) -> list[int]:
+    """Elements in breadth-first order of their shortest words in ``generators`` (identity first)."""
+    order, seen = [e], {e}
+    for w in order:
+        for s in generators:
+            v = int(cayley[w, s])
+            if v not in seen:
+                seen.add(v)
+                order.append(v)
+    return order
+
+
+def _greedy_generators(cayley: np.ndarray, e: int) -> list[int]:
+    """Generators picked in list order: each element not yet generated by the earlier picks."""
+    chosen: list[int] = []
+    reached = {e}
+    for i in range(len(cayley)):
+        if i not in reached:
+            chosen.append(i)
+            reached = set(_reached(cayley, e, chosen))
+    return chosen
+
+
+def _word(runs: tuple[tuple[str, int], ...]) -> str:
+    """``(("r", 3), ("m", 1))`` → ``"r³·m"``; the empty word is ``"e"``."""
+    return (
+        "·".join(f"{letter}{str(power).translate(_SUPERSCRIPTS) if power > 1 else ''}" for letter, power in runs) or "e"
+    )
+
+
+def _words(cayley: np.ndarray, e: int, generators: Sequence[int], names: Sequence[str]) -> dict[int, str]:
+    """The shortest word of every element (ties: generators in order), breadth first from the identity."""
+    words: dict[int, tuple[tuple[str, int], ...]] = {e: ()}
+    for w in _reached(cayley, e, generators):
+        for s, letter in zip(generators, names, strict=True):
+            v = int(cayley[w, s])
+            if v not in words:
+                runs = words[w]
+                if runs and runs[-1][0] == letter:
+                    words[v] = (*runs[:-1], (letter, runs[-1][1] + 1))
+                else:
+                    words[v] = (*runs, (letter, 1))
+    return {v: _word(runs) for v, runs in words.items()}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _TableLaw:
-    """Composition by a user function, inverse by lookup in the Cayley table."""
+    """Composition by a user function; inverse by looking the element up (within ``tol``)."""
 
     elements: np.ndarray
     compose_fn: Callable[[Element, Element], Element]
     inverse_index: np.ndarray
+    tol: float
 
     def compose(self, g, h):
         return self.compose_fn(g, h)
@@ -361,46 +601,105 @@ class _TableLaw:
     def inverse(self, g):
         table = jnp.asarray(self.elements)
         flat = table.reshape(len(table), -1)
-        hit = jnp.all(flat == jnp.reshape(jnp.asarray(g, table.dtype), (1, -1)), axis=1)
-        return table[jnp.asarray(self.inverse_index)[jnp.argmax(hit)]]
+        row = jnp.reshape(jnp.asarray(g, table.dtype), (1, -1))
+        # Without x64, float64 elements are traced in float32: match at the coarser of the two tolerances.
+        tol = max(self.tol, default_tolerance(np.asarray(self.elements).astype(table.dtype)))
+        if tol > 0:
+            distance = jnp.max(jnp.abs(flat - row), axis=1)
+            i = jnp.argmin(distance)
+            member = distance[i] <= tol
+        else:
+            differs = jnp.any(flat != row, axis=1)
+            i = jnp.argmin(differs)
+            member = ~differs[i]
+        found = table[jnp.asarray(self.inverse_index)[i]]
+        if jnp.issubdtype(table.dtype, jnp.inexact):
+            return jnp.where(member, found, jnp.nan)
+        if jnp.issubdtype(table.dtype, jnp.integer):
+            return jnp.where(member, found, jnp.iinfo(table.dtype).min)
+        return found
 
 
 def _matmul(g, h):
     return jnp.matmul(g, h)
 
 
+def _stack(items: Any, what: str) -> np.ndarray:
+    if isinstance(items, np.ndarray):
+        table = items
+    else:
+        items = list(items)
+        if not items:
+            raise ValueError(f"finite() got an empty list of {what}: pass at least one, e.g. the identity")
+        try:
+            table = np.stack([np.asarray(e) for e in items])
+        except ValueError as err:
+            raise ValueError(f"the {what} must all have one shape ({err}); pass arrays of equal shape") from None
+    if len(table) == 0:
+        raise ValueError(f"finite() got an empty stack of {what}: pass at least one, e.g. the identity")
+    if not (np.issubdtype(table.dtype, np.number) or table.dtype == bool):
+        raise TypeError(f"the {what} have dtype {table.dtype}; pass numeric arrays (matrices or integer codes)")
+    return table
+
+
 def finite(
-    elements: Sequence[Any] | np.ndarray,
+    elements: Sequence[Any] | np.ndarray | None = None,
     *,
+    generators: Sequence[Any] | Mapping[str, Any] | np.ndarray | None = None,
     labels: Sequence[str] | None = None,
     name: str = "finite",
     compose: Callable[[Element, Element], Element] | None = None,
     action: Callable[[Element, jax.Array], jax.Array] | None = None,
+    tolerance: float | None = None,
+    max_size: int = 20_000,
 ) -> Group:
-    """A user-defined finite group from a list (or stack) of its elements.
+    """A user-defined finite group, from its elements or from generators.
 
-    The Cayley table is computed once to validate closure and to find the identity and every
-    inverse, so any group with up to a few thousand elements works.
+    The Cayley table is computed on the host (CPU), vectorised, in the elements' dtype, to validate
+    closure and associativity and to find the identity and every inverse. Float elements (rotation
+    matrices, say) are matched within a dtype-scaled tolerance, so products that differ from an
+    element by rounding still land on it. Groups of several thousand elements build in seconds.
 
     Args:
-      elements: the elements, e.g. permutation or orthogonal matrices, or integer codes.
-      labels: one label per element (default ``"g0"``, ``"g1"``, ...).
+      elements: every element, e.g. permutation or orthogonal matrices, or integer codes. Kept in
+        the given order.
+      generators: instead of (or besides) ``elements``: elements that generate the group, as a list
+        (named ``s1, s2, ...``) or a dict ``{"r": R, "m": M}``. Their closure is computed and ordered
+        by shortest word (identity first). Given both, the generators must generate the elements.
+      labels: one label per element. By default each element is labelled by its shortest word in
+        the generators (``"e"``, ``"r"``, ``"r²"``, ``"r³·m"``); with ``elements`` alone, generators
+        ``s1, s2, ...`` are picked in list order, each the first element the earlier ones miss.
       name: a name for reports.
       compose: ``compose(g, h) -> g·h`` on single elements, traceable; the default is the matrix
         product, for elements that are square matrices.
       action: the group's natural action on inputs, used when ``check`` is given none.
+      tolerance: the largest difference per entry at which two elements are equal; default
+        ``default_tolerance(elements)`` (0 for integers, ``sqrt(eps)`` scaled for floats).
+      max_size: the most elements the closure of ``generators`` may reach before it is refused.
+
+    Returns:
+      The ``Group``; ``index``, ``label`` and ``inverse`` refuse arrays that are no element.
 
     Examples:
       >>> import numpy as np, equivax
+      >>> r = np.array([[0, -1], [1, 0]])  # a quarter turn
+      >>> m = np.array([[1, 0], [0, -1]])  # a mirror
+      >>> d4 = equivax.groups.finite(generators={"r": r, "m": m}, name="D4")
+      >>> len(d4), d4.labels
+      (8, ('e', 'r', 'm', 'r²', 'r·m', 'm·r', 'r³', 'r²·m'))
       >>> swap = np.array([[0, 1], [1, 0]])
       >>> g = equivax.groups.finite([np.eye(2, dtype=int), swap], labels=["e", "swap"])
       >>> len(g), g.label(swap)
       (2, 'swap')
     """
-    table = np.stack([np.asarray(e) for e in elements])
-    n = len(table)
-    if n == 0:
-        raise ValueError("a group needs at least one element (the identity)")
+    if elements is None and generators is None:
+        raise ValueError("finite() needs its elements or its generators: pass elements=[...] or generators=[...]")
+    if isinstance(generators, Mapping):
+        names, generators = [str(k) for k in generators], _stack(list(generators.values()), "generators")
+    elif generators is not None:
+        generators = _stack(generators, "generators")
+        names = [f"s{i + 1}" for i in range(len(generators))]
+    table = _stack(elements, "elements") if elements is not None else generators
     if compose is None:
         if table.ndim != 3 or table.shape[1] != table.shape[2]:
             raise ValueError(
@@ -408,46 +707,61 @@ def finite(
                 "composition (matrix product) does not apply: pass compose=..."
             )
         compose = _matmul
-    labels = tuple(labels) if labels is not None else tuple(f"g{i}" for i in range(n))
-    if len(labels) != n:
-        raise ValueError(f"got {len(labels)} labels for {n} elements; give one label per element")
-    flat = table.reshape(n, -1)
-    if len({row.tobytes() for row in flat}) != n:
-        raise ValueError(f"the elements of {name} are not distinct; list each element once")
-    products = np.asarray(
-        jax.vmap(lambda g: jax.vmap(lambda h: compose(g, h))(jnp.asarray(table)))(jnp.asarray(table))
-    ).reshape(n, n, -1)
-    cayley = np.full((n, n), -1, dtype=np.int64)
-    for i in range(n):
-        for j in range(n):
-            hit = np.flatnonzero(np.all(np.isclose(flat, products[i, j]), axis=1))
-            if hit.size == 0:
-                raise ValueError(
-                    f"{name} is not closed: {labels[i]}·{labels[j]} = {products[i, j].tolist()} is "
-                    "not in the list; add it, or check compose"
-                )
-            cayley[i, j] = hit[0]
-    ident = [e for e in range(n) if np.all(cayley[e] == np.arange(n)) and np.all(cayley[:, e] == np.arange(n))]
-    if not ident:
-        raise ValueError(f"{name} has no identity element: include it in the list")
-    e = ident[0]
-    inverse_index = np.asarray(
-        [int(np.flatnonzero(cayley[i] == e)[0]) if np.any(cayley[i] == e) else -1 for i in range(n)]
-    )
-    if np.any(inverse_index < 0):
-        missing = labels[int(np.flatnonzero(inverse_index < 0)[0])]
-        raise ValueError(f"element {missing} of {name} has no inverse in the list")
-    law = _TableLaw(table, compose, inverse_index)
+    if generators is not None and generators.shape[1:] != table.shape[1:]:
+        raise ValueError(f"generators have shape {generators.shape[1:]} but elements {table.shape[1:]}; use one shape")
+    if tolerance is not None and not (np.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a finite number ≥ 0, got {tolerance!r}")
+    tol = default_tolerance(table) if tolerance is None else float(tolerance)
+    products = _Products(compose, table[0])
+    if elements is None:
+        table = _close(products, generators, tol, max_size, name)
+    given = tuple(labels) if labels is not None else None
+    if given is not None and len(given) != len(table):
+        raise ValueError(f"got {len(given)} labels for {len(table)} elements; give one label per element")
+    flat = _flat(table)
+    first = _first_of_each(flat, tol)
+    if np.any(first != np.arange(len(table))):
+        i = int(np.flatnonzero(first != np.arange(len(table)))[0])
+        raise ValueError(f"the elements of {name} are not distinct (#{first[i]} and #{i}); list each element once")
+
+    def describe(i: int) -> str:
+        return given[i] if given is not None else f"#{i} {np.asarray(table[i]).tolist()}"
+
+    cayley = _cayley(products, table, tol, describe, name)
+    e, inverse = _identity_and_inverses(cayley, describe, name)
+    if generators is not None:
+        gens = _Lookup(flat, tol).find(_flat(generators))
+        if np.any(gens < 0):
+            raise ValueError(f"generator {names[int(np.argmax(gens < 0))]} is not an element of {name}; check it")
+    else:
+        gens = _greedy_generators(cayley, e)
+        names = [f"s{i + 1}" for i in range(len(gens))]
+    order = _reached(cayley, e, list(gens))
+    if len(order) != len(table):
+        raise ValueError(
+            f"the generators {', '.join(names)} generate {len(order)} of the {len(table)} elements of {name}: add a "
+            "generator, or pass labels"
+        )
+    words = _words(cayley, e, list(gens), names)
+    if elements is None:  # ordered by shortest word; relabel the table accordingly
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        table, cayley, inverse = table[order], position[cayley[np.ix_(order, order)]], position[inverse[order]]
+        words = {int(position[v]): w for v, w in words.items()}
+        e = 0
+    final = given if given is not None else tuple(words[i] for i in range(len(table)))
+    law = _TableLaw(table, compose, inverse, tol)
     return Group(
         name=name,
         elements=table,
-        labels=labels,
+        labels=final,
         identity=table[e],
         compose_fn=law.compose,
         inverse_fn=law.inverse,
         shape=None,
         point_group=None,
         image_action=action,
+        match_tolerance=tol,
     )
 
 
