@@ -101,7 +101,7 @@ def source_pixels(g: Any, height: int, width: int, stride: int = 1) -> tuple[jax
     """
     g = jnp.asarray(g).astype(jnp.int32)
     dy, dx, k, m = g[0] // stride, g[1] // stride, g[2], g[3]
-    rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+    rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.int32), jnp.arange(width, dtype=jnp.int32), indexing="ij")
     # Undo the translation, then the linear part L = A^k M^m.
     u = jnp.stack([(rows - dy) % height * 2 - (height - 1), (cols - dx) % width * 2 - (width - 1)])
     q = rotate_vector(*point_inverse(k, m), u)

@@ -8,25 +8,17 @@ maps, with planar elements ``(dy, dx, k, m)`` as described in ``equivax.groups``
 Besides ``__call__``, an action may define optional members. Read them through the module
 functions here, never directly, so that a plain function stays a valid action:
 
-=========================  ============================================  ==============================
-member                     meaning                                       read with
-=========================  ============================================  ==============================
-``defined(g) -> bool``     ``g`` lies in the subgroup the action can     ``is_defined(action, g)``
-                           represent (a 1-pixel shift after a stride-2
-                           layer is not); traceable
-``leafwise: bool``         it acts leaf by leaf on a pytree of arrays    ``acts_leafwise(action)``,
-                                                                         ``apply(action, g, x)``
-``validate(group, x,       refuse, in one line (``ValueError`` or        ``validate(action, group, x,
-role)``                    ``TypeError``), a group or an input it does   role)``
-                           not fit; ``x`` is an array or a
-                           ``jax.ShapeDtypeStruct`` (or a pytree of
-                           them), ``role`` is ``"in_action"`` or
-                           ``"out_action"``
-``resampling_tolerance``   for interpolating actions (not exact group    ``resampling_tolerance(action)``
-                           actions on a pixel grid): the relative error
-                           up to which a structural error is
-                           ``"approximate"``; ``None`` when exact
-=========================  ============================================  ==============================
+- ``defined(g) -> bool``, read with ``is_defined(action, g)``: ``g`` lies in the subgroup the
+  action can represent (a 1-pixel shift after a stride-2 layer does not); traceable.
+- ``leafwise: bool``, read with ``acts_leafwise(action)`` and used by ``apply(action, g, x)``:
+  given a pytree of arrays, the action acts on each leaf by itself.
+- ``validate(group, x, role) -> None``, called by ``validate(action, group, x, role)``: refuse, in
+  one line (``ValueError`` or ``TypeError``), a group or an input the action does not fit. ``x`` is
+  an array or a ``jax.ShapeDtypeStruct`` (or a pytree of them); ``role`` is ``"in_action"`` or
+  ``"out_action"``, for the message.
+- ``resampling_tolerance: float | None``, read with ``resampling_tolerance(action)``: for
+  interpolating actions (not exact group actions on a pixel grid), the relative error up to which
+  a structural error is ``"approximate"``; ``None`` when exact.
 
 ``probe(action, group, x)`` tests the two laws that make a function an action,
 ``act(e, x) = x`` and ``act(g, act(h, x)) = act(g·h, x)``, on a few pairs of elements.
@@ -38,6 +30,7 @@ for one is reused for the other.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar, Protocol
 
 import jax
@@ -60,6 +53,7 @@ __all__ = [
     "is_defined",
     "law_errors",
     "probe",
+    "probe_elements",
     "regular",
     "resampling_tolerance",
     "strided",
@@ -268,28 +262,28 @@ def _describe(action: Any) -> str:
     return name if isinstance(name, str) else repr(action)
 
 
-def probe_pairs(group: Group, pairs: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """The ``(g, h)`` pairs ``probe`` tests: ``(a, a)``, ``(a, b)``, ``(b, a)``, then seeded random pairs.
-
-    ``a`` is the first non-identity element; ``b`` the first of a few seeded random ones that does not
-    commute with ``a`` (so that an action applying products in the wrong order is caught), or simply
-    the first of them in an abelian group. Empty for the trivial group.
-    """
+def probe_elements(group: Group, count: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, others)``: the first non-identity element and up to ``count`` seeded random non-identity
+    elements, from which ``probe`` forms its pairs. ``others`` is empty for the trivial group."""
     table = np.asarray(group.elements)
-    others = np.flatnonzero(np.arange(len(table)) != group.index(group.identity))
-    if pairs < 1 or others.size == 0:
-        return table[:0], table[:0]
-    rng = np.random.default_rng(0)
-    a, candidates = int(others[0]), rng.permutation(others)[:16]
-    ab = np.asarray(jax.vmap(group.compose, in_axes=(None, 0))(table[a], table[candidates]))
-    ba = np.asarray(jax.vmap(group.compose, in_axes=(0, None))(table[candidates], table[a]))
-    differ = np.any(np.abs(ab - ba).reshape(len(candidates), -1) > group.tolerance, axis=1)
-    b = int(candidates[int(np.argmax(differ))])
-    chosen = [(a, a), (a, b), (b, a)]
-    while len(chosen) < pairs:
-        chosen.append(tuple(int(i) for i in rng.choice(others, 2)))
-    index = np.asarray(chosen[:pairs])
-    return table[index[:, 0]], table[index[:, 1]]
+    rest = np.flatnonzero(np.arange(len(table)) != group.index(group.identity))
+    if rest.size == 0:
+        return table[0], table[:0]
+    others = np.random.default_rng(0).permutation(rest)[:count]
+    return table[rest[0]], table[others]
+
+
+def _pairs(group: Group, a: jax.Array, others: jax.Array, pairs: int) -> tuple[jax.Array, jax.Array]:
+    """Traceable: ``(a, a), (a, b), (b, a)``, then ``(others[i], others[i + 1])``, with ``b`` the first of
+    ``others`` that does not commute with ``a`` (the first of them in an abelian group)."""
+    ab = jax.vmap(lambda c: group.compose(a, c))(others)
+    ba = jax.vmap(lambda c: group.compose(c, a))(others)
+    gap = jnp.abs(ab.astype(jnp.float32) - ba.astype(jnp.float32)).reshape(len(others), -1)
+    b = others[jnp.argmax(jnp.any(gap > group.tolerance, axis=1))]
+    rolled = jnp.roll(others, -1, axis=0)
+    gs = jnp.concatenate([jnp.stack([a, a, b]), others])[:pairs]
+    hs = jnp.concatenate([jnp.stack([a, b, a]), rolled])[:pairs]
+    return gs, hs
 
 
 def _relative(a: Any, b: Any) -> jax.Array:
@@ -321,14 +315,26 @@ def _law_tolerance(x: Any) -> float:
     return 100 * eps
 
 
+def _probe_run(action: Action, group: Group, pairs: int, x: Any, a: Any, others: Any) -> tuple[Any, ...]:
+    gs, hs = _pairs(group, a, others, pairs)
+    return (*law_errors(action, group, x, gs, hs), gs, hs)
+
+
+_probe_cached = jax.jit(_probe_run, static_argnums=(0, 1, 2))
+
+
 def probe(action: Action, group: Group, x: Any, pairs: int = 3, *, role: str = "action") -> None:
     """Check cheaply that ``action`` is a group action: ``act(e, x) = x`` and
-    ``act(g, act(h, x)) = act(g·h, x)`` for ``pairs`` pairs of elements (``probe_pairs``).
+    ``act(g, act(h, x)) = act(g·h, x)`` for ``pairs`` pairs of elements: ``(a, a), (a, b), (b, a)``,
+    then seeded random ones, where ``a`` is the first non-identity element and ``b`` one that does
+    not commute with it when the group has such an element (an action that composes in the wrong
+    order is caught).
 
-    One compiled call; pass one example (``x[:1]``) to keep it cheap. Exact actions (permutations of
-    pixels, entries or points) pass with an error of 0; a relative error of ``100 · eps`` of ``x``'s
-    dtype (1.2e-5 in float32) is allowed for rounding. Interpolating actions (with a
-    ``resampling_tolerance``) compose only approximately, so for them only ``act(e, x) = x`` is tested.
+    One compiled call, cached for a hashable action and group; pass one example (``x[:1]``) to keep
+    it cheap. Exact actions (permutations of pixels, entries or points) pass with an error of 0; a
+    relative error of ``100 · eps`` of ``x``'s dtype (1.2e-5 in float32) is allowed for rounding.
+    Interpolating actions (with a ``resampling_tolerance``) compose only approximately, so for them
+    only ``act(e, x) = x`` is tested.
 
     Raises:
       ValueError: one line naming the action (as ``role``, e.g. ``"in_action"``) and the law it breaks.
@@ -346,10 +352,14 @@ def probe(action: Action, group: Group, x: Any, pairs: int = 3, *, role: str = "
     """
     if not isinstance(pairs, (int, np.integer)) or isinstance(pairs, bool) or pairs < 0:
         raise ValueError(f"pairs must be a non-negative integer, got {pairs!r}")
-    gs, hs = probe_pairs(group, int(pairs))
-    if resampling_tolerance(action) is not None:
-        gs, hs = gs[:0], hs[:0]
-    identity, errors = jax.jit(lambda x, gs, hs: law_errors(action, group, x, gs, hs))(x, gs, hs)
+    a, others = probe_elements(group)
+    pairs = 0 if resampling_tolerance(action) is not None or len(others) == 0 else int(min(pairs, 3 + len(others)))
+    try:
+        hash((action, group))
+        run = functools.partial(_probe_cached, action, group, pairs)
+    except TypeError:  # an unhashable action: compile for this call only
+        run = jax.jit(functools.partial(_probe_run, action, group, pairs))
+    identity, errors, gs, hs = run(x, a, others if len(others) else np.stack([a]))
     tol, name = _law_tolerance(x), _describe(action)
     if not float(identity) <= tol:
         raise ValueError(
@@ -360,7 +370,7 @@ def probe(action: Action, group: Group, x: Any, pairs: int = 3, *, role: str = "
     bad = np.flatnonzero(~(errors <= tol))
     if bad.size:
         i = int(bad[0])
-        g, h = group.label(gs[i]), group.label(hs[i])
+        g, h = group.label(np.asarray(gs)[i]), group.label(np.asarray(hs)[i])
         raise ValueError(
             f"{role} {name} is not a group action: act(g, act(h, x)) ≠ act(g·h, x) for g = {g}, h = {h} "
             f"(relative difference {errors[i]:.1e}); an action must compose as the group does"

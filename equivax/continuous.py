@@ -35,6 +35,9 @@ displayed with row 0 at the top, like ``jnp.rot90``; a shift by ``(dy, dx)`` mov
 Even sizes: the Nyquist row/column of an even-sized image is a cosine that a sub-pixel shift
 multiplies by ``cos(π d)`` (the real, symmetric convention that agrees with ``jnp.roll`` at
 integers). Shifts therefore compose exactly on odd sizes and on images without Nyquist content.
+
+One concept (continuous families acting by interpolation: their actions and the sampled groups),
+a little past the project's 450-line guide.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ User groups come from ``finite``: a list of elements, or generators whose closur
 with a composition function (matrix product by default); closure, identity, inverses and labels
 (shortest words in the generators) are derived from the Cayley table, computed on the host in the
 elements' dtype and matched with a dtype-scaled tolerance.
+
+This file holds one concept, the ``Group`` type and the constructors of every built-in family,
+and runs a little past the project's 450-line guide for it; the machinery behind ``finite``
+(tolerant row matching, closure, the Cayley table, word labels) lives in ``equivax._cayley``.
 """
 
 from __future__ import annotations
@@ -28,11 +32,30 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from equivax import _planar
-from equivax._planar import POINT_C4, POINT_D4, POINT_FLIPS, POINT_TRIVIAL, rotate_vector
+from equivax._cayley import (
+    Lookup,
+    Products,
+    TableLaw,
+    cayley_table,
+    closure,
+    default_tolerance,
+    first_of_each,
+    flat_rows,
+    greedy_generators,
+    identity_and_inverses,
+    matmul,
+    nearest_row,
+    reached_from,
+    word_labels,
+)
+from equivax._planar import POINT_C4 as POINT_C4  # re-exported: the point groups and the planar law
+from equivax._planar import POINT_D4 as POINT_D4
+from equivax._planar import POINT_FLIPS as POINT_FLIPS
+from equivax._planar import POINT_TRIVIAL as POINT_TRIVIAL
+from equivax._planar import rotate_vector as rotate_vector
 
 __all__ = [
     "Group",
@@ -47,9 +70,6 @@ __all__ = [
 ]
 
 Element = Any  # a (d,) array; traced inside checks
-
-# Re-exported for code that reads the point groups and the planar law from here.
-_ = (POINT_C4, POINT_D4, POINT_FLIPS, POINT_TRIVIAL, rotate_vector)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -148,7 +168,7 @@ class Group:
                 f"{table.shape[1:]}; draw elements from group.elements"
             )
         if self.tolerance > 0:
-            position = _nearest(_flat(table), _flat(g[None])[0], self.tolerance)
+            position = nearest_row(flat_rows(table), flat_rows(g[None])[0], self.tolerance)
         else:
             position = self._positions.get(g.astype(table.dtype).tobytes())
             if position is not None and not np.array_equal(table[position], g):
@@ -314,316 +334,6 @@ def p4m(h: int, w: int | None = None, *, stride: int | None = None) -> Group:
     return _planar_group(f"p4m({h}x{w}{suffix})", np.asarray(shifts), POINT_D4, (h, w))
 
 
-# ------------------------------------------------------------------------------------------------
-# User groups: matching rows with a tolerance, the Cayley table, closure of generators, words
-# ------------------------------------------------------------------------------------------------
-
-#: Products are computed in blocks of at most this many numbers (bounds host memory).
-_BLOCK = 1 << 22
-_SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def default_tolerance(elements: np.ndarray) -> float:
-    """The tolerance at which two elements are taken to be equal: 0 for exact dtypes, and
-    ``sqrt(eps) · max(1, max |element|)`` for floats (3.5e-4 in float32, 1.5e-8 in float64): far above
-    the rounding of a few thousand products, far below the spacing of distinct group elements."""
-    elements = np.asarray(elements)
-    if not np.issubdtype(elements.dtype, np.inexact):
-        return 0.0
-    scale = max(1.0, float(np.max(np.abs(elements)))) if elements.size else 1.0
-    return float(np.sqrt(np.finfo(elements.dtype).eps) * scale)
-
-
-def _flat(rows: np.ndarray) -> np.ndarray:
-    """``(n, ...)`` elements as ``(n, d)`` real rows (float64 for inexact dtypes, int64 otherwise)."""
-    rows = np.asarray(rows)
-    flat = rows.reshape(len(rows), -1)
-    if np.iscomplexobj(flat):
-        flat = np.concatenate([flat.real, flat.imag], axis=1)
-    return flat.astype(np.float64 if np.issubdtype(flat.dtype, np.inexact) else np.int64)
-
-
-def _distances(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Max-norm distances ``(len(rows), len(table))``; callers keep the product of the sizes bounded."""
-    return np.max(np.abs(rows[:, None, :] - table[None, :, :]), axis=2, initial=0)
-
-
-def _nearest(table: np.ndarray, row: np.ndarray, tol: float) -> int | None:
-    distance = np.max(np.abs(table - row[None]), axis=1, initial=0)
-    best = int(np.argmin(distance))
-    return best if distance[best] <= tol else None
-
-
-class _Lookup:
-    """Find rows in a table of flat elements within ``tol`` (max-norm), in ``O(log n)`` per row.
-
-    Most rows are found by a hash of their grid cell. For the others, every row is projected on one
-    seeded random direction ``u``; a table row within ``tol`` of a query has a projection within
-    ``tol · ‖u‖₁`` of the query's, so the sorted projections give a short range of candidates, which
-    are then compared entry by entry. Exact and complete.
-    """
-
-    def __init__(self, table: np.ndarray, tol: float):
-        self.table, self.tol = table, tol
-        self.direction = np.random.default_rng(0).standard_normal(table.shape[1])
-        self.reach = tol * float(np.sum(np.abs(self.direction))) * (1 + 1e-9)
-        projections = table @ self.direction
-        self.order = np.argsort(projections, kind="stable")
-        self.sorted = projections[self.order]
-        # A first guess: rows in the same grid cell (of 8 tol) as an element, found by a sorted hash.
-        self.mix = np.random.default_rng(1).integers(1, 2**62, size=table.shape[1]).astype(np.uint64)
-        hashes = self._hash(table)
-        self.hash_order = np.argsort(hashes, kind="stable")
-        self.hash_sorted = hashes[self.hash_order]
-
-    def _hash(self, rows: np.ndarray) -> np.ndarray:
-        keys = np.round(rows / (8 * self.tol)) if self.tol > 0 else rows
-        return (keys.astype(np.int64).view(np.uint64) * self.mix).sum(axis=1, dtype=np.uint64)
-
-    def find(self, rows: np.ndarray) -> np.ndarray:
-        """Index of each row in the table (within ``tol``), -1 where it has none."""
-        index = np.full(len(rows), -1)
-        if len(self.table) == 0 or len(rows) == 0:
-            return index
-        hashes = self._hash(rows)
-        pos = np.minimum(np.searchsorted(self.hash_sorted, hashes), len(self.hash_sorted) - 1)
-        guess = self.hash_order[pos]
-        hit = (self.hash_sorted[pos] == hashes) & np.all(np.abs(rows - self.table[guess]) <= self.tol, axis=1)
-        index[hit] = guess[hit]
-        rest = np.flatnonzero(~hit)
-        if rest.size:
-            index[rest] = self._search(rows[rest])
-        return index
-
-    def _search(self, rows: np.ndarray) -> np.ndarray:
-        """The projection search, for rows the hash did not place."""
-        index = np.full(len(rows), -1)
-        projections = rows @ self.direction
-        lo = np.searchsorted(self.sorted, projections - self.reach, side="left")
-        hi = np.searchsorted(self.sorted, projections + self.reach, side="right")
-        width = int(np.max(hi - lo))
-        if width == 0:
-            return index
-        step = max(1, _BLOCK // (width * rows.shape[1]))
-        for start in range(0, len(rows), step):
-            part = slice(start, start + step)
-            slots = lo[part, None] + np.arange(width)[None, :]
-            candidates = self.order[np.minimum(slots, len(self.order) - 1)]
-            distance = np.max(np.abs(self.table[candidates] - rows[part, None, :]), axis=2, initial=0)
-            distance = np.where(slots < hi[part, None], distance, np.inf)
-            best = np.argmin(distance, axis=1)
-            ok = distance[np.arange(len(best)), best] <= self.tol
-            index[part] = np.where(ok, candidates[np.arange(len(best)), best], -1)
-        return index
-
-
-def _first_of_each(rows: np.ndarray, tol: float) -> np.ndarray:
-    """For each row, the index of the first row equal to it within ``tol`` (itself if none earlier)."""
-    if tol == 0:
-        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
-        return first[inverse.reshape(-1)]
-    first = np.empty(len(rows), dtype=np.int64)
-    step = max(1, _BLOCK // max(1, rows.size))
-    for start in range(0, len(rows), step):
-        close = _distances(rows[start : start + step], rows) <= tol
-        first[start : start + step] = np.argmax(close, axis=1)
-    return first
-
-
-class _Products:
-    """All products ``a_i · b_j`` of two stacks of elements, computed by one compiled, vmapped
-    ``compose`` on the CPU, in the elements' dtype (64-bit when they are), block by block."""
-
-    def __init__(self, compose: Callable[[Element, Element], Element], example: np.ndarray):
-        self.compose, self.dtype = compose, example.dtype
-        self.wide = example.dtype.itemsize >= 8
-        self.cpu = jax.devices("cpu")[0]
-        with jax.enable_x64(self.wide):
-            out = jax.eval_shape(compose, example, example)
-        if getattr(out, "shape", None) != example.shape:
-            raise ValueError(
-                f"compose(g, h) returned {getattr(out, 'shape', type(out).__name__)} for elements of shape "
-                f"{example.shape}: it must return one element of the same shape"
-            )
-        self.table = jax.jit(jax.vmap(jax.vmap(compose, in_axes=(None, 0)), in_axes=(0, None)))
-        self.right: tuple[Any, Any] = (None, None)
-
-    def __call__(self, a: np.ndarray, b: np.ndarray, block: int) -> np.ndarray:
-        """``(len(a), len(b), ...)`` products, ``a`` in blocks of ``block`` rows, the last one padded, so
-        that one compiled program serves every call with the same ``block`` and ``b``."""
-        parts = []
-        with jax.enable_x64(self.wide), jax.default_device(self.cpu):
-            if self.right[0] is not b:
-                self.right = (b, jax.device_put(b, self.cpu))
-            for start in range(0, len(a), block):
-                part = a[start : start + block]
-                padded = np.concatenate([part, np.repeat(part[:1], block - len(part), axis=0)])
-                parts.append(np.asarray(self.table(padded, self.right[1]))[: len(part)])
-        return np.concatenate(parts).astype(self.dtype, copy=False)
-
-
-def _block(a_rows: int, b: np.ndarray) -> int:
-    """Rows of ``a`` per call so that a block of products holds about ``_BLOCK`` numbers."""
-    return max(1, min(a_rows, _BLOCK // max(1, b.size)))
-
-
-def _close(products: _Products, generators: np.ndarray, tol: float, max_size: int, name: str) -> np.ndarray:
-    """Every product of the generators: breadth-first, multiplying the newest elements by each generator."""
-    flat_gens = _flat(generators)
-    table = generators[np.unique(_first_of_each(flat_gens, tol))]
-    frontier, block = table, min(64, _block(max_size, generators))
-    # Candidates are looked up in an index of the older elements and compared with the newer ones;
-    # the index is rebuilt when the newer ones outnumber the older (amortised O(n log n)).
-    older, newer = _Lookup(_flat(table), tol), _flat(table)[:0]
-    while len(frontier):
-        candidates = products(frontier, generators, block).reshape(-1, *generators.shape[1:])
-        flat = _flat(candidates)
-        fresh = np.flatnonzero(older.find(flat) < 0)
-        if fresh.size and len(newer):
-            step = max(1, _BLOCK // newer.size)
-            seen = [
-                np.any(_distances(flat[fresh[i : i + step]], newer) <= tol, axis=1) for i in range(0, fresh.size, step)
-            ]
-            fresh = fresh[~np.concatenate(seen)]
-        if fresh.size:
-            fresh = np.sort(fresh[np.unique(_first_of_each(flat[fresh], tol))])
-        frontier = candidates[fresh]
-        table = np.concatenate([table, frontier])
-        newer = np.concatenate([newer, flat[fresh]])
-        if len(newer) > len(older.table):
-            older, newer = _Lookup(_flat(table), tol), newer[:0]
-        if len(table) > max_size:
-            raise ValueError(
-                f"the generators of {name} have produced more than {max_size} elements without closing: check that "
-                "they generate a finite group (a float rotation must be by 2π/n), or raise max_size"
-            )
-    return table
-
-
-def _cayley(products: _Products, table: np.ndarray, tol: float, describe: Callable[[int], str], name: str):
-    """The Cayley table ``cayley[i, j] = index of table[i] · table[j]``, checked for closure."""
-    n = len(table)
-    found = _Lookup(_flat(table), tol)
-    cayley = np.empty((n, n), dtype=np.int64)
-    step = _block(n, table)
-    for start in range(0, n, step):
-        part = products(table[start : start + step], table, step)
-        rows = found.find(_flat(part.reshape(-1, *table.shape[1:]))).reshape(len(part), n)
-        if np.any(rows < 0):
-            i, j = np.argwhere(rows < 0)[0]
-            raise ValueError(
-                f"{name} is not closed: {describe(start + i)}·{describe(j)} = {part[i, j].tolist()} is not in the "
-                "list; add it, or check compose"
-            )
-        cayley[start : start + step] = rows
-    return cayley
-
-
-def _identity_and_inverses(cayley: np.ndarray, describe: Callable[[int], str], name: str) -> tuple[int, np.ndarray]:
-    n = len(cayley)
-    every = np.arange(n)
-    identities = np.flatnonzero(np.all(cayley == every, axis=1) & np.all(cayley.T == every, axis=1))
-    if identities.size == 0:
-        raise ValueError(f"{name} has no identity element: include it in the list")
-    e = int(identities[0])
-    has_inverse = np.any(cayley == e, axis=1)
-    if not np.all(has_inverse):
-        missing = describe(int(np.flatnonzero(~has_inverse)[0]))
-        raise ValueError(f"element {missing} of {name} has no inverse in the list")
-    inverse = np.argmax(cayley == e, axis=1)
-    rng = np.random.default_rng(0)
-    a, b, c = rng.integers(0, n, size=(3, min(4096, n**3)))
-    broken = np.flatnonzero(cayley[cayley[a, b], c] != cayley[a, cayley[b, c]])
-    if broken.size:
-        i = broken[0]
-        a, b, c = describe(a[i]), describe(b[i]), describe(c[i])
-        raise ValueError(f"compose is not associative on {name}: ({a}·{b})·{c} ≠ {a}·({b}·{c}); check compose")
-    return e, inverse
-
-
-def _reached(cayley: np.ndarray, e: int, generators: Sequence[int]) -> list[int]:
-    """Elements in breadth-first order of their shortest words in ``generators`` (identity first)."""
-    order, seen = [e], {e}
-    for w in order:
-        for s in generators:
-            v = int(cayley[w, s])
-            if v not in seen:
-                seen.add(v)
-                order.append(v)
-    return order
-
-
-def _greedy_generators(cayley: np.ndarray, e: int) -> list[int]:
-    """Generators picked in list order: each element not yet generated by the earlier picks."""
-    chosen: list[int] = []
-    reached = {e}
-    for i in range(len(cayley)):
-        if i not in reached:
-            chosen.append(i)
-            reached = set(_reached(cayley, e, chosen))
-    return chosen
-
-
-def _word(runs: tuple[tuple[str, int], ...]) -> str:
-    """``(("r", 3), ("m", 1))`` → ``"r³·m"``; the empty word is ``"e"``."""
-    return (
-        "·".join(f"{letter}{str(power).translate(_SUPERSCRIPTS) if power > 1 else ''}" for letter, power in runs) or "e"
-    )
-
-
-def _words(cayley: np.ndarray, e: int, generators: Sequence[int], names: Sequence[str]) -> dict[int, str]:
-    """The shortest word of every element (ties: generators in order), breadth first from the identity."""
-    words: dict[int, tuple[tuple[str, int], ...]] = {e: ()}
-    for w in _reached(cayley, e, generators):
-        for s, letter in zip(generators, names, strict=True):
-            v = int(cayley[w, s])
-            if v not in words:
-                runs = words[w]
-                if runs and runs[-1][0] == letter:
-                    words[v] = (*runs[:-1], (letter, runs[-1][1] + 1))
-                else:
-                    words[v] = (*runs, (letter, 1))
-    return {v: _word(runs) for v, runs in words.items()}
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _TableLaw:
-    """Composition by a user function; inverse by looking the element up (within ``tol``)."""
-
-    elements: np.ndarray
-    compose_fn: Callable[[Element, Element], Element]
-    inverse_index: np.ndarray
-    tol: float
-
-    def compose(self, g, h):
-        return self.compose_fn(g, h)
-
-    def inverse(self, g):
-        table = jnp.asarray(self.elements)
-        flat = table.reshape(len(table), -1)
-        row = jnp.reshape(jnp.asarray(g, table.dtype), (1, -1))
-        # Without x64, float64 elements are traced in float32: match at the coarser of the two tolerances.
-        tol = max(self.tol, default_tolerance(np.asarray(self.elements).astype(table.dtype)))
-        if tol > 0:
-            distance = jnp.max(jnp.abs(flat - row), axis=1)
-            i = jnp.argmin(distance)
-            member = distance[i] <= tol
-        else:
-            differs = jnp.any(flat != row, axis=1)
-            i = jnp.argmin(differs)
-            member = ~differs[i]
-        found = table[jnp.asarray(self.inverse_index)[i]]
-        if jnp.issubdtype(table.dtype, jnp.inexact):
-            return jnp.where(member, found, jnp.nan)
-        if jnp.issubdtype(table.dtype, jnp.integer):
-            return jnp.where(member, found, jnp.iinfo(table.dtype).min)
-        return found
-
-
-def _matmul(g, h):
-    return jnp.matmul(g, h)
-
-
 def _stack(items: Any, what: str) -> np.ndarray:
     if isinstance(items, np.ndarray):
         table = items
@@ -706,20 +416,20 @@ def finite(
                 f"elements of shape {table.shape[1:]} are not square matrices, so the default "
                 "composition (matrix product) does not apply: pass compose=..."
             )
-        compose = _matmul
+        compose = matmul
     if generators is not None and generators.shape[1:] != table.shape[1:]:
         raise ValueError(f"generators have shape {generators.shape[1:]} but elements {table.shape[1:]}; use one shape")
     if tolerance is not None and not (np.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be a finite number ≥ 0, got {tolerance!r}")
     tol = default_tolerance(table) if tolerance is None else float(tolerance)
-    products = _Products(compose, table[0])
+    products = Products(compose, table[0])
     if elements is None:
-        table = _close(products, generators, tol, max_size, name)
+        table = closure(products, generators, tol, max_size, name)
     given = tuple(labels) if labels is not None else None
     if given is not None and len(given) != len(table):
         raise ValueError(f"got {len(given)} labels for {len(table)} elements; give one label per element")
-    flat = _flat(table)
-    first = _first_of_each(flat, tol)
+    flat = flat_rows(table)
+    first = first_of_each(flat, tol)
     if np.any(first != np.arange(len(table))):
         i = int(np.flatnonzero(first != np.arange(len(table)))[0])
         raise ValueError(f"the elements of {name} are not distinct (#{first[i]} and #{i}); list each element once")
@@ -727,22 +437,22 @@ def finite(
     def describe(i: int) -> str:
         return given[i] if given is not None else f"#{i} {np.asarray(table[i]).tolist()}"
 
-    cayley = _cayley(products, table, tol, describe, name)
-    e, inverse = _identity_and_inverses(cayley, describe, name)
+    cayley = cayley_table(products, table, tol, describe, name)
+    e, inverse = identity_and_inverses(cayley, describe, name)
     if generators is not None:
-        gens = _Lookup(flat, tol).find(_flat(generators))
+        gens = Lookup(flat, tol).find(flat_rows(generators))
         if np.any(gens < 0):
             raise ValueError(f"generator {names[int(np.argmax(gens < 0))]} is not an element of {name}; check it")
     else:
-        gens = _greedy_generators(cayley, e)
+        gens = greedy_generators(cayley, e)
         names = [f"s{i + 1}" for i in range(len(gens))]
-    order = _reached(cayley, e, list(gens))
+    order = reached_from(cayley, e, list(gens))
     if len(order) != len(table):
         raise ValueError(
             f"the generators {', '.join(names)} generate {len(order)} of the {len(table)} elements of {name}: add a "
             "generator, or pass labels"
         )
-    words = _words(cayley, e, list(gens), names)
+    words = word_labels(cayley, e, list(gens), names)
     if elements is None:  # ordered by shortest word; relabel the table accordingly
         position = np.empty(len(order), dtype=np.int64)
         position[order] = np.arange(len(order))
@@ -750,7 +460,7 @@ def finite(
         words = {int(position[v]): w for v, w in words.items()}
         e = 0
     final = given if given is not None else tuple(words[i] for i in range(len(table)))
-    law = _TableLaw(table, compose, inverse, tol)
+    law = TableLaw(table, compose, inverse, tol)
     return Group(
         name=name,
         elements=table,

@@ -208,7 +208,9 @@ def test_probe_accepts_the_built_in_actions(name):
     group, act, shape = CASES[name]
     x = jax.tree.map(lambda leaf: leaf[:1], sample(shape))
     actions.probe(act, group, x, pairs=4)
-    identity, errors = actions.law_errors(act, group, x, *actions.probe_pairs(group, 4))
+    a, others = actions.probe_elements(group)
+    gs, hs = np.stack([a, a, *others[:3]]), np.stack([a, *others[:3], a])
+    identity, errors = actions.law_errors(act, group, x, gs, hs)
     assert float(identity) == 0 and np.all(np.asarray(errors) == 0)  # permutations: exact
 
 
@@ -231,9 +233,11 @@ def test_probe_catches_functions_that_are_not_group_actions():
 
 def test_law_errors_trace_under_jit():
     group = groups.p4(4)
-    gs, hs = actions.probe_pairs(group, 3)
-    assert len(gs) == 3 and not np.array_equal(gs[1], hs[1])
+    a, others = actions.probe_elements(group)
+    assert group.label(a) == "r1" and len(others) == 16 and group.index(group.identity) not in map(group.index, others)
+    gs, hs = np.stack([a, others[0], others[1]]), np.stack([others[0], a, others[2]])
     run = jax.jit(lambda x: actions.law_errors(actions.image(), group, x, gs, hs))
     identity, errors = run(feature_map((1, 4, 4, 2)))
     assert errors.shape == (3,) and float(identity) == 0 and float(jnp.max(errors)) == 0
-    assert len(actions.probe_pairs(groups.finite([np.eye(2)]), 3)[0]) == 0  # nothing to pair in {e}
+    assert len(actions.probe_elements(groups.finite([np.eye(2)]))[1]) == 0  # nothing to pair in {e}
+    actions.probe(lambda g, x: x + 0 * g.sum(), groups.finite([np.eye(2)]), feature_map((1, 3)))  # only act(e, x) = x
