@@ -269,7 +269,7 @@ def test_html_output_still_prints_the_verdict(models, capsys):
     assert cli.main([*argv, "-o", "r.html"]) == 1
     out = capsys.readouterr().out
     assert "build under translations(8x8): translations(8x8): 6 elements" in out and "NOT equivariant" in out
-    assert "shift(0,1): first breaks at 2 MaxPool" in out and "html report: r.html" in out
+    assert "`2 MaxPool` breaks shift(0,1)" in out and "html report: r.html" in out  # Report.summary()
     assert (models / "r.html").read_text().startswith("<!DOCTYPE html>")
 
 
@@ -292,7 +292,7 @@ def test_first_contact_commands_run_in_a_subprocess(models):
     done = run("report", *cli.REPORT_EXAMPLE.split())
     assert done.returncode in (0, 1), done.stderr  # 1: P4CNN's zero padding breaks shifts, as its docstring says
     assert "P4CNN under p4m(28x28): p4m(28x28): 13 elements" in done.stdout
-    assert "r1: " not in done.stdout  # quarter turns are kept
+    assert "breaks r1;" not in done.stdout and "breaks m;" in done.stdout  # turns kept, mirrors not (p4 layers)
     assert (models / "report.html").read_text().startswith("<!DOCTYPE html>")
     done = run("report", "mymodels:pooled", "--group", "P4M", "--input-shape", "8,8,3", "-o", "-", "--format", "json")
     assert done.returncode == 0, done.stderr
