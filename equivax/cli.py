@@ -18,6 +18,7 @@ import json
 import os
 import pathlib
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,9 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from equivax import actions, groups, render, zoo
-from equivax._check import check
-from equivax._report import Report, report
+from equivax import Report, actions, check, groups, render, report, zoo
 from equivax.result import CheckResult
 
 __all__ = ["EXAMPLES", "main"]
@@ -173,13 +172,56 @@ def _positive(text: str) -> int:
     return value
 
 
+#: Report formats by file suffix; any other suffix needs --format.
+SUFFIXES = {".html": "html", ".htm": "html", ".json": "json", ".md": "markdown", ".txt": "text"}
+
+
 def _writable(path: str | None) -> None:
     """Fail before the check, not after it, when the output file cannot be written."""
     if path is None or path == "-":
         return
-    folder = pathlib.Path(path).resolve().parent
+    target = pathlib.Path(path)
+    folder = target.resolve().parent
     if not folder.is_dir():
         raise UsageError(f"cannot write {path}: the folder {folder} does not exist")
+    if target.is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder; name a file inside it, like {target / 'report.html'}")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UsageError(f"cannot write {path}: permission denied; choose another -o")
+
+
+def _format(path: str | None, chosen: str | None) -> str:
+    """The report format: --format if given, else from -o's suffix; an unknown suffix is refused."""
+    if chosen is not None or path is None or path == "-":
+        return chosen or "text"
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UsageError(
+            f"cannot tell the format of {path!r} from its suffix {suffix or '(none)'!r}: "
+            f"name it {', '.join(sorted(set(SUFFIXES) - {'.htm'}))} or pass --format"
+        )
+    return SUFFIXES[suffix]
+
+
+def _write_atomically(text: str, path: str) -> pathlib.Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader
+    never sees half a report, and an interrupted run leaves the old file as it was."""
+    target = pathlib.Path(path)
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=target.resolve().parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        ) as handle:
+            temporary = pathlib.Path(handle.name)
+            try:
+                handle.write(text)
+            except BaseException:
+                handle.close()
+                temporary.unlink(missing_ok=True)
+                raise
+        os.replace(temporary, target)
+    except OSError as err:
+        raise UsageError(f"cannot write {path}: {err.strerror or err}") from err
+    return target
 
 
 def _input_shape(text: str) -> tuple[int, ...]:
@@ -189,7 +231,19 @@ def _input_shape(text: str) -> tuple[int, ...]:
         raise UsageError(f"--input-shape must be integers separated by commas, like 28,28,1; got {text!r}") from None
     if len(shape) != 3 or min(shape) < 1:
         raise UsageError(f"--input-shape must be height,width,channels (three positive integers), got {text!r}")
+    channels, height, width = shape
+    if channels <= 4 < height == width:
+        raise UsageError(
+            f"--input-shape {text} looks channels-first: use {height},{width},{channels} (height,width,channels)"
+        )
     return shape
+
+
+def _group_name(text: str) -> str:
+    name = text.lower()
+    if name not in GROUPS:
+        raise argparse.ArgumentTypeError(f"unknown group {text!r}; choose from {', '.join(sorted(GROUPS))}")
+    return name
 
 
 def _group(name: str, shape: tuple[int, ...]) -> groups.Group:
@@ -231,14 +285,25 @@ def load_factory(spec: str) -> Callable[..., Any]:
     return found
 
 
+def _takes_rngs(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` accepts ``rngs``; for a class, whether its ``__init__`` does (Flax NNX
+    classes show ``(*args, **kwargs)`` to ``inspect.signature``)."""
+    targets = [factory.__init__] if inspect.isclass(factory) else []
+    targets.append(factory)
+    for target in targets:
+        try:
+            parameters = inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            continue
+        if "rngs" in parameters:
+            return True
+    return False
+
+
 def build_model(factory: Callable[..., Any], seed: int) -> Any:
-    """Call the factory; one with an ``rngs`` parameter gets ``nnx.Rngs(seed)``."""
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        parameters = {}
+    """Call the factory, a function or a class; one that takes ``rngs`` gets ``nnx.Rngs(seed)``."""
     kwargs: dict[str, Any] = {}
-    if "rngs" in parameters:
+    if _takes_rngs(factory):
         from flax import nnx
 
         kwargs["rngs"] = nnx.Rngs(seed)
@@ -255,23 +320,24 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _write(reports: list[Report], path: str, fmt: str) -> pathlib.Path:
-    try:
-        return render.write(reports, path, format=fmt)
-    except OSError as err:
-        raise UsageError(f"cannot write {path}: {err.strerror or err}") from err
-
-
 def _output(reports: list[Report], fmt: str, path: str | None) -> None:
-    if path is None:
-        text = render.FORMATS[fmt](reports) if fmt != "text" else render.terminal(reports, colour=sys.stdout.isatty())
+    """Print the report, or write it to ``path`` (``-``: standard output) and print its summary."""
+    if fmt == "text" and path is None:
+        sys.stdout.write(render.terminal(reports, colour=sys.stdout.isatty()))
+        return
+    text = render.FORMATS[fmt](reports)
+    if path is None or path == "-":
         sys.stdout.write(text)
         return
-    _progress(f"wrote {_write(reports, path, fmt)}")
+    written = _write_atomically(text, path)
+    for found in reports:
+        print(found.summary())
+    print(f"{fmt} report: {written}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     _writable(args.output)
+    fmt = _format(args.output, args.format)
     shape = _input_shape(args.input_shape)
     group = _group(args.group, shape)
     factory = load_factory(args.factory)
@@ -285,15 +351,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         raise UsageError(f"cannot check {args.factory}: {err}") from err
     _progress(f"done in {found.seconds:.1f} s")
-    fmt = args.format or (None if args.output is None else _format_of(args.output)) or "text"
     _output([found], fmt, args.output)
     return 0 if found.ok else 1
-
-
-def _format_of(path: str) -> str | None:
-    return {".html": "html", ".htm": "html", ".json": "json", ".md": "markdown", ".txt": "text"}.get(
-        pathlib.Path(path).suffix.lower()
-    )
 
 
 def _demo_models() -> tuple[tuple[str, Callable[[int, Any], Any]], ...]:
@@ -360,7 +419,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "breaks.\nThe CNN and P4CNN use circular padding; the MLP promises nothing. Details per layer: the HTML report."
     )
     if args.output != "-":
-        print(f"HTML report: {_write(reports, args.output, 'html').resolve()}")
+        print(f"HTML report: {_write_atomically(render.html(reports), args.output).resolve()}")
     _progress(f"total {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -397,10 +456,17 @@ def _parser() -> argparse.ArgumentParser:
         help="report on your own model: end to end and layer by layer",
         description="Build a model with MODULE:FACTORY (called with rngs=nnx.Rngs(seed) if it takes rngs), "
         "check it layer by layer on random inputs and write the report. Exit status 1 if the output is "
-        "not equivariant, 2 for a usage error.",
+        "not equivariant, 2 for a usage error, 130 if interrupted.",
+        epilog=f"example: equivax report {REPORT_EXAMPLE}",
     )
     p_report.add_argument("factory", metavar="MODULE:FACTORY", help="e.g. my_models:build or equivax.nn:P4CNN")
-    p_report.add_argument("--group", required=True, choices=sorted(GROUPS), help="the group acting on the input")
+    p_report.add_argument(
+        "--group",
+        required=True,
+        type=_group_name,
+        metavar="{" + ",".join(sorted(GROUPS)) + "}",
+        help="the group acting on the input (any case)",
+    )
     p_report.add_argument("--input-shape", required=True, help="height,width,channels of one input, e.g. 28,28,1")
     p_report.add_argument("--batch", type=_positive, default=4, help="random inputs per batch (default 4)")
     p_report.add_argument("--seed", type=int, default=0, help="seed of the inputs and the weights (default 0)")
@@ -417,9 +483,18 @@ def _parser() -> argparse.ArgumentParser:
         help="localise the first break to a layer (default) or to a traced operation and its source line",
     )
     p_report.add_argument("--format", choices=sorted(render.FORMATS), help="default: from -o's suffix, else text")
-    p_report.add_argument("-o", "--output", help="file to write (default: print to standard output)")
+    p_report.add_argument(
+        "-o",
+        "--output",
+        help="file to write: .html, .json, .md or .txt (or any name with --format); '-' for standard output "
+        "(default: print a text report)",
+    )
     p_report.set_defaults(handler=_cmd_report)
     return parser
+
+
+#: The example printed by ``equivax report --help`` (the test suite runs it).
+REPORT_EXAMPLE = "equivax.nn:P4CNN --group p4m --input-shape 28,28,1 -o report.html"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -431,6 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"equivax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"equivax {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Opt in with ``--equivax-summary`` (every test), or mark tests with ``@pytest.mark.equivax``;
 ``--equivax-json=PATH`` also writes the rows as JSON. Registered through the ``pytest11`` entry
 point, so installing equivax is enough. Under pytest-xdist each worker collects its own rows and
-the controller has none to print: run with ``-n 0`` (or ``-p no:xdist``) for the summary.
+hands them to the controller when it finishes (``config.workeroutput``), which merges and prints them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from equivax.result import VERDICTS, CheckResult
 
 _KEY = pytest.StashKey["_Collector"]()
+_WORKER_ROWS = "equivax_rows"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,6 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "equivax: include this test's equivariance checks in the equivax summary")
     collector = _Collector(everything=bool(config.getoption("equivax_summary") or config.getoption("equivax_json")))
+    collector.workeroutput = getattr(config, "workeroutput", None)  # set in pytest-xdist's workers only
     config.stash[_KEY] = collector
     config.pluginmanager.register(collector, "equivax-collector")
 
@@ -45,6 +47,28 @@ class _Collector:
         self.everything = everything
         self.rows: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.current: pytest.Item | None = None
+        self.workeroutput: dict[str, Any] | None = None
+
+    def pytest_sessionfinish(self) -> None:
+        if self.workeroutput is not None:  # an xdist worker: send the rows to the controller
+            self.workeroutput[_WORKER_ROWS] = json.dumps(list(self.rows.values()))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """The controller of pytest-xdist: merge the rows of a worker that finished."""
+        for row in json.loads(getattr(node, "workeroutput", {}).get(_WORKER_ROWS, "[]")):
+            self.merge(row)
+
+    def merge(self, row: dict[str, Any]) -> None:
+        key = (row["test"], row["layer"], row["group"])
+        mine = self.rows.get(key)
+        if mine is None:
+            self.rows[key] = row
+            return
+        mine["checks"] += row["checks"]
+        mine["elements"] += row["elements"]
+        if _severity(row["worst"]) > _severity(mine["worst"]):
+            mine["worst"] = row["worst"]
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
@@ -81,7 +105,9 @@ class _Collector:
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         if not (self.everything or self.rows):
             return
-        rows = list(self.rows.values())
+        rows = sorted(
+            self.rows.values(), key=lambda r: (r["test"], r["layer"], r["group"])
+        )  # workers finish in any order
         terminalreporter.write_sep("=", "equivax summary")
         if not rows:
             terminalreporter.write_line("no equivariance checks were made")

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from hypothesis.errors import InvalidArgument
 
 from equivax.groups import Group
 
-__all__ = ["FAMILIES", "Case", "cases", "elements", "images", "shapes"]
+__all__ = ["FAMILIES", "Case", "cases", "elements", "image", "images", "shapes"]
 
 #: Image families, simplest first (Hypothesis shrinks toward the front of this list).
 FAMILIES = ("constant", "checkerboard", "spikes", "smooth", "noise", "digits")
@@ -71,6 +72,16 @@ def _digits_available() -> bool:
     return True
 
 
+@functools.cache
+def _digit_pictures() -> np.ndarray:
+    """The 1,797 UCI handwritten digits (8x8, values in [0, 1]), loaded once per process."""
+    from sklearn.datasets import load_digits
+
+    pictures = load_digits().images / 16.0
+    pictures.setflags(write=False)
+    return pictures
+
+
 def _render(family: str, shape: tuple[int, int, int, int], seed: int, scale: float, dtype: Any) -> np.ndarray:
     n, h, w, c = shape
     rng = np.random.default_rng(seed)
@@ -94,22 +105,38 @@ def _render(family: str, shape: tuple[int, int, int, int], seed: int, scale: flo
     elif family == "noise":
         x = rng.standard_normal(shape)
     else:  # digits: real handwritten digits (UCI, from scikit-learn), resized to h x w
-        from sklearn.datasets import load_digits
-
-        pictures = load_digits().images[rng.integers(0, 1797, n)] / 16.0
+        pictures = _digit_pictures()
+        chosen = pictures[rng.integers(0, len(pictures), n)]
         iy = np.minimum((np.arange(h) * 8) // h, 7)
         ix = np.minimum((np.arange(w) * 8) // w, 7)
-        x = np.repeat(pictures[:, iy][:, :, ix][..., None], c, axis=3)
+        x = np.repeat(chosen[:, iy][:, :, ix][..., None], c, axis=3)
     return (np.asarray(x) * scale).astype(dtype)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Image:
-    """What was drawn, so a failing example reads as ``noise(seed=3, scale=10)``, not megabytes."""
+def image(family: str, seed: int, scale: float, shape: tuple[int, ...], dtype: str = "float32") -> np.ndarray:
+    """The image that ``images()`` draws as ``(family, seed, scale)``: the same arguments give the
+    same array, so a failing example printed by Hypothesis can be pasted to rebuild its input.
 
-    family: str
-    seed: int
-    scale: float
+    Args:
+      family: one of ``FAMILIES``.
+      seed: a non-negative integer.
+      scale: the overall magnitude, a positive number.
+      shape: ``(N, H, W, C)``, or ``(N, H, W, K, C)`` for group feature maps.
+      dtype: a floating NumPy dtype or its name.
+
+    Examples:
+      >>> from equivax.strategies import image
+      >>> x = image("checkerboard", seed=0, scale=1.0, shape=(1, 4, 4, 1))
+      >>> x[0, :2, :2, 0].tolist()
+      [[-1.0, 1.0], [1.0, -1.0]]
+    """
+    shape = _check_shape(shape)
+    if family not in FAMILIES:
+        raise InvalidArgument(f"family must be one of {FAMILIES}, got {family!r}")
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise InvalidArgument(f"dtype must be floating, got {np.dtype(dtype)}")
+    flat = (*shape[:3], int(np.prod(shape[3:])))  # group feature maps: K·C channels, then split
+    return _render(family, flat, int(seed), float(scale), np.dtype(dtype)).reshape(shape)
 
 
 def images(
@@ -119,7 +146,7 @@ def images(
     families: Sequence[str] | None = None,
     scales: Sequence[float] = (1.0, 1e-3, 1e3),
 ) -> st.SearchStrategy[np.ndarray]:
-    """NHWC images of one ``shape``, drawn as (family, seed, scale).
+    """NHWC images of one ``shape``, drawn as (family, seed, scale) and rendered by ``image``.
 
     Args:
       shape: ``(N, H, W, C)``, or ``(N, H, W, K, C)`` for group feature maps (drawn as K·C
@@ -135,9 +162,15 @@ def images(
     families = _check_families(families)
     if not scales or any(not np.isfinite(s) or s <= 0 for s in scales):
         raise InvalidArgument(f"scales must be positive finite numbers, got {scales!r}")
-    specs = st.builds(_Image, st.sampled_from(families), st.integers(0, 2**16), st.sampled_from(tuple(scales)))
-    flat = (*shape[:3], int(np.prod(shape[3:])))  # group feature maps: K·C channels, then split
-    return specs.map(lambda spec: _render(spec.family, flat, spec.seed, spec.scale, dtype).reshape(shape))
+    # builds(image, ...) so Hypothesis prints a failing input as the call that rebuilds it
+    return st.builds(
+        image,
+        family=st.sampled_from(families),
+        seed=st.integers(0, 2**16),
+        scale=st.sampled_from(tuple(float(v) for v in scales)),
+        shape=st.just(shape),
+        dtype=st.just(np.dtype(dtype).name),
+    )
 
 
 def _length(g: np.ndarray, group: Group) -> tuple[int, ...]:
@@ -162,12 +195,16 @@ def _planar_elements(group: Group, table: np.ndarray, include_identity: bool) ->
     if len(table) != np.prod([len(p) for p in parts]):
         return None
     turn_order = [k for k in (0, 1, 3, 2) if k in parts[2]]
-    draws = st.tuples(
-        st.sampled_from(_simplest_first(parts[0], h)),
-        st.sampled_from(_simplest_first(parts[1], w)),
-        st.sampled_from(turn_order),
-        st.sampled_from(sorted(parts[3])),
-    ).map(lambda t: np.asarray(t, dtype=table.dtype))
+    draws = st.builds(
+        np.asarray,
+        st.tuples(
+            st.sampled_from(_simplest_first(parts[0], h)),
+            st.sampled_from(_simplest_first(parts[1], w)),
+            st.sampled_from(turn_order),
+            st.sampled_from(sorted(parts[3])),
+        ),
+        dtype=st.just(table.dtype.name),
+    )  # printed as asarray((0, 1, 0, 0), dtype='int32')
     return draws if include_identity else draws.filter(lambda g: bool(np.any(g != 0)))
 
 
@@ -191,8 +228,8 @@ def elements(group: Group, *, include_identity: bool = False) -> st.SearchStrate
         if structured is not None:
             return structured
         order.sort(key=lambda i: (_length(table[i], group), i))
-    ordered = table[np.asarray(order)]
-    return st.integers(0, len(ordered) - 1).map(lambda i: ordered[i])
+    ordered = [tuple(table[i].tolist()) for i in order]
+    return st.builds(np.asarray, st.sampled_from(ordered), dtype=st.just(table.dtype.name))
 
 
 def shapes(

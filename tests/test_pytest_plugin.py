@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 USER_TESTS = """
 import jax, jax.numpy as jnp, pytest
 from hypothesis import given, settings
@@ -60,3 +62,36 @@ def test_no_summary_without_opting_in(pytester):
     run = pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider")
     run.assert_outcomes(passed=1)
     assert "equivax summary" not in run.stdout.str()
+
+
+@pytest.mark.slow  # pytest-xdist starts worker processes
+def test_rows_of_xdist_workers_reach_the_summary(pytester):
+    pytester.makepyfile(test_user=USER_TESTS)
+    path = pytester.path / "equivax.json"
+    run = pytester.runpytest_subprocess(
+        "-n", "2", "-p", "no:cacheprovider", "--equivax-summary", f"--equivax-json={path}"
+    )
+    run.assert_outcomes(passed=2)
+    assert "no equivariance checks were made" not in run.stdout.str()
+    run.stdout.fnmatch_lines(
+        [
+            "*equivax summary*",
+            "*test_conv_is_shift_equivariant*circular_conv*translations(8x8)*5*equivariant*",
+            "*test_pooling_loses_odd_shifts*translations(8x8)*1*shift(0,1)*broken*",
+        ]
+    )
+    rows = json.loads(path.read_text())["rows"]
+    assert sorted(r["test"].split("::")[1] for r in rows) == [
+        "test_conv_is_shift_equivariant",
+        "test_pooling_loses_odd_shifts",
+    ]
+    assert sum(r["checks"] for r in rows) == 6  # five property examples and one marked check
+
+
+@pytest.mark.slow  # pytest-xdist starts worker processes
+def test_marker_alone_reaches_the_summary_under_xdist(pytester):
+    pytester.makepyfile(test_user=USER_TESTS)
+    run = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    run.assert_outcomes(passed=2)
+    run.stdout.fnmatch_lines(["*equivax summary*", "*test_pooling_loses_odd_shifts*broken*"])
+    assert "test_conv_is_shift_equivariant" not in run.stdout.str().split("equivax summary")[1]

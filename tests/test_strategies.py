@@ -1,5 +1,7 @@
 """Strategies: validated arguments, compile-once property runs, shrinking to minimal counterexamples."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,21 +52,22 @@ def test_elements_shrink_toward_the_simplest_non_identity_element():
     assert find(eqst.shapes(), lambda s: True) == (1, 8, 8, 1)
 
 
-TRACES = []
+PROGRAMS = []
 CONV = zoo.circular_conv(jax.random.normal(jax.random.key(0), (3, 3, 2, 3)) / 4)
 
 
-def traced_conv(x):
-    TRACES.append(1)
+def circular_conv(x):
     return CONV(x)
 
 
 @settings(max_examples=200, deadline=None, database=None)
 @given(case=eqst.cases(groups.translations(8, 8), (2, 8, 8, 2)))
-def test_a_200_example_property_run_traces_once(case):
-    equivax.assert_equivariant(traced_conv, case.x, groups.translations(8, 8), elements=[case.g])
-    # one program for one element: f(x) and the vmapped f(g·x) are its two traces, never more
-    assert len(TRACES) == 2
+def test_a_200_example_property_run_compiles_once(case):
+    equivax.assert_equivariant(circular_conv, case.x, groups.translations(8, 8), elements=[case.g])
+    # a plain function is re-traced on every check (so a changed closure is never judged by a stale
+    # program), but one program serves every drawn input and element: nothing is compiled again
+    PROGRAMS.append(equivax.cache_info().programs)
+    assert PROGRAMS[-1] == PROGRAMS[0]
 
 
 def test_shrinks_stride_two_pooling_to_a_one_pixel_shift():
@@ -136,3 +139,51 @@ def test_digits_family_uses_real_handwritten_digits(data):
 def test_ci_profile_has_no_deadline_and_bounded_examples():
     profile = settings.get_profile("equivax-ci")
     assert profile.deadline is None and profile.max_examples == 50
+
+
+def test_digits_are_loaded_once_per_process(monkeypatch):
+    import sklearn.datasets
+
+    eqst._digit_pictures.cache_clear()
+    loads = []
+    real = sklearn.datasets.load_digits
+    monkeypatch.setattr(sklearn.datasets, "load_digits", lambda: loads.append(1) or real())
+    for seed in range(5):
+        eqst.image("digits", seed=seed, scale=1.0, shape=(2, 8, 8, 1))
+    assert len(loads) == 1
+
+
+def test_image_rebuilds_what_the_strategy_drew():
+    drawn = find(eqst.images((2, 8, 8, 3), families=["noise"], scales=[1e-3]), lambda x: x.max() > 2e-3)
+    seeds = [s for s in range(2**16 + 1) if np.array_equal(eqst.image("noise", s, 1e-3, (2, 8, 8, 3)), drawn)][:1]
+    assert seeds, "no seed of image() gives the drawn array"
+    group_map = eqst.image("smooth", seed=4, scale=1.0, shape=(1, 4, 4, 4, 2), dtype="float64")
+    assert group_map.shape == (1, 4, 4, 4, 2) and group_map.dtype == np.float64
+    with pytest.raises(InvalidArgument, match="family must be one of"):
+        eqst.image("fractal", seed=0, scale=1.0, shape=(1, 4, 4, 1))
+
+
+FAILING_PROPERTY = """
+from hypothesis import given, settings
+from equivax import groups, strategies as eqst
+
+@settings(database=None, deadline=None, max_examples=5)
+@given(case=eqst.cases(groups.p4(4), (1, 4, 4, 2)))
+def test_fails(case):
+    assert case.x.sum() < -1, f"sum={float(case.x.sum())!r} g={case.g.tolist()}"
+"""
+
+
+def test_failing_examples_print_as_public_calls_that_rebuild_them(pytester):
+    pytester.makepyfile(test_user=FAILING_PROPERTY)
+    run = pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider")
+    run.assert_outcomes(failed=1)
+    output = run.stdout.str().replace("\nE ", "\n")
+    assert "_render" not in output and "_Image" not in output and "lambda" not in output
+    lines = output.split("Failing test case: test_fails(")[1].splitlines()[1:]
+    printed = "\n".join(line.split("#")[0] for line in lines[: [line.strip() for line in lines].index(")")])
+    namespace = {}
+    exec("from numpy import array, int32\nfrom equivax.strategies import Case, image", namespace)
+    case = eval(f"dict({printed})", namespace)["case"]  # pasted as printed
+    expected = re.search(r"sum=(\S+) g=(\[[^\]]*\])", output)
+    assert float(case.x.sum()) == float(expected.group(1)) and case.g.tolist() == eval(expected.group(2))
