@@ -164,7 +164,7 @@ def test_bad_steps_labels_and_empty_monitors_are_named():
     monitor = _recorded()
     with pytest.raises(ValueError, match="steps must increase from call to call: got step 5 after 5"):
         monitor(5)
-    with pytest.raises(TypeError, match="step must be an integer training step, got 6.0"):
+    with pytest.raises(TypeError, match=r"step must be an integer training step, got 6\.0"):
         monitor(6.0)
     with pytest.raises(KeyError, match="no element 'r2' was checked"):
         monitor.errors("r2")
