@@ -303,7 +303,7 @@ def plot(monitors: Monitor | Sequence[Monitor], labels: Sequence[str] | None = N
 
     found = _as_monitors(monitors)
     with_lie = [m for m in found if m.lie_generators]
-    fig = Figure(figsize=(12.0 if with_lie else 7.0, 4.4))
+    fig = Figure(figsize=(12.0 if with_lie else 7.0, 4.4), layout="constrained")
     axes = fig.subplots(1, 2 if with_lie else 1, squeeze=False)[0]
     for monitor in found:
         for i, label in enumerate(monitor.labels):
@@ -316,7 +316,7 @@ def plot(monitors: Monitor | Sequence[Monitor], labels: Sequence[str] | None = N
                 at = [j for j, v in enumerate(monitor.verdicts) if v[i] == verdict]
                 if at:
                     axes[0].plot(
-                        np.asarray(monitor.steps)[at], shown[at], ls="", marker=marker, color=line.get_color(), ms=4
+                        np.asarray(monitor.steps)[at], shown[at], ls="", marker=marker, color=line.get_color(), ms=6
                     )
     axes[0].set_yscale("log")
     axes[0].set_xlabel("training step")
@@ -338,7 +338,7 @@ def plot(monitors: Monitor | Sequence[Monitor], labels: Sequence[str] | None = N
         axes[1].legend(fontsize=7)
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 
