@@ -226,7 +226,7 @@ def compute_cost(model: nnx.Module, size: int, repeats: int) -> dict[str, float]
 
     return {
         "flops": flops,
-        "latency": median_seconds(one, 4 * repeats),
+        "latency": median_seconds(one, 2 * repeats),
         "throughput": len(batch) / median_seconds(batch, repeats),
     }
 
