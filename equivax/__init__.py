@@ -18,14 +18,16 @@ The public API:
 
 import importlib
 
-from equivax import actions, continuous, groups, lie, search
-from equivax._check import check, check_outputs, compiled_memory, rounding_bound
+from equivax import actions, continuous, groups, lie, search, verdicts
+from equivax._cache import CacheInfo, cache_info, clear_cache
+from equivax._check import check, check_outputs, compiled_memory
 from equivax._report import Report, report
 from equivax.groups import Group
 from equivax.lie import LayerLieErrors, layer_lie_errors, lie_derivative, lie_error
-from equivax.result import VERDICTS, CheckResult
+from equivax.result import CheckResult
 from equivax.search import WorstCase, worst_case
 from equivax.testing import assert_equivariant
+from equivax.verdicts import VERDICTS, rounding_bound
 
 __version__ = "0.1.0"
 
@@ -38,6 +40,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "VERDICTS",
+    "CacheInfo",
     "CheckResult",
     "Group",
     "LayerLieErrors",
@@ -45,8 +48,10 @@ __all__ = [
     "WorstCase",
     "actions",
     "assert_equivariant",
+    "cache_info",
     "check",
     "check_outputs",
+    "clear_cache",
     "compiled_memory",
     "continuous",
     "data",
@@ -61,5 +66,6 @@ __all__ = [
     "rounding_bound",
     "search",
     "strategies",
+    "verdicts",
     "worst_case",
 ]

@@ -42,7 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from equivax._check import _as_devices, _split
+from equivax._sharding import as_devices
+from equivax._traced import split
 
 __all__ = [
     "GENERATORS",
@@ -158,7 +159,7 @@ def _split_batch(state: Any, x: jax.Array, devices: Any) -> tuple[Any, jax.Array
     """Place the batch one part per device and the parameters on every device. The number of parts
     is the largest divisor of the batch size not above the device count (no padding: a model that
     mixes examples, a batch norm in training mode say, sees exactly the batch it was given)."""
-    devices = _as_devices(devices)
+    devices = as_devices(devices)
     n = x.shape[0]
     shards = max(d for d in range(1, min(len(devices), n) + 1) if n % d == 0)
     if shards == 1:
@@ -200,7 +201,8 @@ def lie_derivative(
     """
     gen_in = _as_generator(generator, "generator")
     gen_out = None if out_generator is None else _as_generator(out_generator, "out_generator")
-    fn, state = _split(f)
+    traced = split(f)
+    fn, state = traced.fn, traced.params
     state, x = _split_batch(state, jnp.asarray(x), devices)
     return _lie(fn, gen_in, gen_out, state, x)
 

@@ -7,14 +7,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VERDICTS", "CheckResult"]
+from equivax.verdicts import VERDICTS, is_passing
 
-#: Verdicts from best to worst. ``equivariant``: the error is floating-point rounding;
-#: ``approximate``: structural but within the user's tolerance, or below one ulp of f's precision
-#: (parameters rounded to float32); ``broken``: structural;
-#: ``nonfinite``: NaN or inf in an output (never a pass).
-VERDICTS = ("equivariant", "approximate", "broken", "nonfinite")
-_PASSING = frozenset(VERDICTS[:2])
+__all__ = ["VERDICTS", "CheckResult", "worst_index"]
+
+
+def worst_index(verdicts: Any, rel_error: Any) -> int:
+    """The one definition of the worst element: worst verdict first, then largest relative error
+    (an undefined error counts as largest)."""
+    severity = [VERDICTS.index(v) for v in verdicts]
+    errors = np.nan_to_num(np.asarray(rel_error, dtype=float), nan=np.inf)
+    return int(max(range(len(severity)), key=lambda i: (severity[i], errors[i])))
 
 
 def _fmt(value: float) -> str:
@@ -31,19 +34,22 @@ class CheckResult:
       elements: ``(n, d)`` array of the checked elements.
       rel_error: ``‖f(g·x) − g·f(x)‖₂ / ‖g·f(x)‖₂``, max over the batch, in the precision f ran in.
       abs_error: max absolute difference over the whole output.
-      verdicts: one of ``"equivariant"``, ``"approximate"``, ``"broken"``, ``"nonfinite"`` each.
+      verdicts: one of ``"equivariant"``, ``"approximate"``, ``"undecided"``, ``"broken"``,
+        ``"nonfinite"`` each (``equivax.verdicts.VERDICTS``); only the first two pass.
       reasons: one sentence per element saying why.
       methods: what decided each verdict: ``"exact"`` (f(g·x) and g·f(x) are equal bit for bit,
-        nothing to explain), ``"float64"`` (re-run in float64 and compared with the
-        rounding floor), ``"tolerance"`` (the user's rtol/atol), ``"bound"`` (the documented
-        rounding bound, used when no second precision could run), ``"stride"`` (outside the
-        subgroup a strided action keeps) or ``"nonfinite"``.
-      rel_error64: the relative error of the float64 re-run (NaN where none was made).
+        nothing to explain), ``"float64"`` (re-run in the other precision and compared with each
+        example's rounding floor), ``"tolerance"`` (the user's rtol/atol), ``"undecided"`` (no
+        second precision could decide; the reason says why), ``"stride"`` (outside the subgroup a
+        strided action keeps) or ``"nonfinite"``.
+      rel_error64: the relative error in float64 (of the re-run, or of f itself when f runs in
+        float64), worst over the informative examples (NaN where none was measured).
       noise_floor: the floor each verdict compared against: for ``"float64"`` the float64
-        rounding floor (compare with ``rel_error64``); for ``"bound"`` and ``"tolerance"`` the
-        rounding bound in f's own precision (compare with ``rel_error``).
+        rounding floor of the decisive example (compare with ``rel_error64``); for
+        ``"tolerance"`` the rounding bound in f's own precision (compare with ``rel_error``).
       rounding: measured relative rounding error of f at x in the lower precision (the distance
-        between its float32 and float64 outputs), or ``None`` when not measured.
+        between its float32 and float64 outputs), worst over the informative examples, or
+        ``None`` when not measured.
       locations: where the largest absolute difference sits, per element: ``(leaf, index)``.
       dtype: dtype of the input.
       rtol: the user's relative tolerance, if any.
@@ -54,6 +60,11 @@ class CheckResult:
         borders from aliasing grids.
       devices: how many devices computed the elements, read from the sharding of the computed
         statistics (1 unless the check was sharded).
+      notes: sentences a user should read beside the verdicts (a module checked in eval mode,
+        examples set aside as uninformative).
+      uninformative: indices of the examples whose output is at rounding level, set aside.
+      chunk_size: how many elements the compiled program evaluated at a time (``None``: all
+        at once), the user's choice or the automatic one.
     """
 
     group: str
@@ -73,18 +84,19 @@ class CheckResult:
     atol: float | None = None
     error_maps: np.ndarray | None = dataclasses.field(default=None, repr=False)
     devices: int = 1
+    notes: tuple[str, ...] = ()
+    uninformative: tuple[int, ...] = ()
+    chunk_size: int | None = None
 
     @property
     def ok(self) -> bool:
-        """True when every element is equivariant or within the tolerance."""
-        return all(v in _PASSING for v in self.verdicts)
+        """True when every element passes (equivariant or approximate); undecided never passes."""
+        return all(is_passing(v) for v in self.verdicts)
 
     @property
     def worst(self) -> int:
         """Index of the worst element: worst verdict first, then largest relative error."""
-        severity = [VERDICTS.index(v) for v in self.verdicts]
-        errors = np.nan_to_num(np.asarray(self.rel_error, dtype=float), nan=np.inf)
-        return int(max(range(len(self.verdicts)), key=lambda i: (severity[i], errors[i])))
+        return worst_index(self.verdicts, self.rel_error)
 
     def counts(self) -> dict[str, int]:
         """Number of elements per verdict."""
@@ -115,6 +127,8 @@ class CheckResult:
             "atol": self.atol,
             "rounding": self.rounding,
             "devices": self.devices,
+            "notes": list(self.notes),
+            "uninformative": list(self.uninformative),
             "counts": self.counts(),
             "elements": rows,
         }
@@ -145,6 +159,8 @@ class CheckResult:
             atol=data["atol"],
             error_maps=None if error_maps is None else np.asarray(error_maps, dtype=np.float64),
             devices=int(data.get("devices", 1)),
+            notes=tuple(data.get("notes", ())),
+            uninformative=tuple(data.get("uninformative", ())),
         )
 
     def table(self, max_rows: int = 12) -> str:
@@ -175,11 +191,12 @@ class CheckResult:
     def summary(self) -> str:
         """One line: group, size, verdict counts."""
         counts = ", ".join(f"{n} {v}" for v, n in self.counts().items())
-        status = "ok" if self.ok else "NOT equivariant"
+        status = "ok" if self.ok else ("UNDECIDED" if "undecided" in self.verdicts else "NOT equivariant")
         return f"{self.group}: {len(self.labels)} elements, {counts} ({status}; {self.dtype})"
 
     def __repr__(self) -> str:
-        return f"CheckResult({self.summary()})\n{self.table()}"
+        notes = "".join(f"\nnote: {note}" for note in self.notes)
+        return f"CheckResult({self.summary()})\n{self.table()}{notes}"
 
 
 def _num(value: Any) -> float | None:

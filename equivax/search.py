@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from equivax._check import _as_action, _as_elements, _split
+from equivax._arguments import as_action, as_elements, as_group, as_tolerance
+from equivax._traced import split
 from equivax.groups import Group
 
 __all__ = ["WorstCase", "worst_case"]
@@ -135,19 +136,23 @@ def worst_case(
       >>> bool(found.errors[0] > found.initial_errors[0])
       True
     """
-    if not isinstance(group, Group):
-        raise TypeError(f"group must be an equivax Group (see equivax.groups), got {type(group).__name__}")
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
+    group = as_group(group)
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if optimizer is None and (as_tolerance(learning_rate, "learning_rate") or 0.0) <= 0:
+        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
     x0 = jnp.asarray(x0)
     if not jnp.issubdtype(x0.dtype, jnp.floating) or x0.ndim < 1 or x0.shape[0] == 0:
         raise ValueError(f"x0 must be a floating batch (N, ...) with N >= 1, got {x0.dtype} {x0.shape}")
-    in_action = _as_action(in_action, group, "in_action")
-    out_action = _as_action(out_action, group, "out_action")
-    chosen = _as_elements(group, elements)
+    if not bool(jnp.all(jnp.isfinite(x0))):
+        raise ValueError("x0 contains NaN or inf; start the search from finite inputs")
+    in_action = as_action(in_action, group, "in_action")
+    out_action = as_action(out_action, group, "out_action")
+    chosen = as_elements(group, elements)
     optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
     key = jax.random.key(0) if key is None else key
-    fn, state = _split(f)
+    traced = split(f)
+    fn, state = traced.fn, traced.params
 
     n = x0.shape[0]
     flat = x0.reshape(n, -1)

@@ -1,0 +1,169 @@
+"""Argument validation shared by check, check_outputs, compiled_memory, report and the Lie tools:
+one sentence naming the problem and the fix, before anything is traced."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from equivax import actions as actions_lib
+from equivax.groups import Group
+
+__all__ = [
+    "as_action",
+    "as_chunk_size",
+    "as_elements",
+    "as_group",
+    "as_input",
+    "as_tolerance",
+    "check_fits",
+    "check_orientations",
+    "check_out_size",
+]
+
+
+def as_group(group: Any) -> Group:
+    if not isinstance(group, Group):
+        raise TypeError(f"group must be an equivax Group (see equivax.groups), got {type(group).__name__}")
+    return group
+
+
+def as_input(x: Any) -> Any:
+    """A batch of inputs: one array, or a pytree of arrays sharing the leading batch axis."""
+    if isinstance(x, jax.Array | np.ndarray) or np.isscalar(x):
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"x has dtype {x.dtype}; pass floating inputs, e.g. x.astype(jnp.float32)")
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"x must have a leading batch axis with at least one example, got shape {x.shape}")
+        return x
+    paths = jax.tree_util.tree_flatten_with_path(x)[0]
+    if not paths:
+        raise ValueError(f"x is an empty {type(x).__name__}; pass an array or a pytree of arrays")
+    leaves = []
+    for path, leaf in paths:
+        name = f"x{jax.tree_util.keystr(path)}"
+        if not isinstance(leaf, jax.Array | np.ndarray | numbers.Number):
+            raise TypeError(f"{name} is a {type(leaf).__name__}; every leaf of x must be an array")
+        leaf = jnp.asarray(leaf)
+        if leaf.ndim < 1 or leaf.shape[0] == 0:
+            raise ValueError(f"{name} has shape {leaf.shape}; every leaf of x needs a leading batch axis")
+        leaves.append((name, leaf))
+    n = leaves[0][1].shape[0]
+    for name, leaf in leaves:
+        if leaf.shape[0] != n:
+            raise ValueError(
+                f"{name} has {leaf.shape[0]} examples but {leaves[0][0]} has {n}: every leaf of x needs the same "
+                "batch axis first"
+            )
+    if not any(jnp.issubdtype(leaf.dtype, jnp.inexact) for _, leaf in leaves):
+        raise TypeError("x has no floating leaf; pass floating inputs, e.g. x.astype(jnp.float32)")
+    return jax.tree.unflatten(jax.tree.structure(x), [leaf for _, leaf in leaves])
+
+
+def as_action(action: Any, group: Group, which: str) -> Any:
+    if action is None:
+        if group.image_action is None:
+            raise ValueError(f"{group.name} has no natural image action; pass {which}=your_action(g, x)")
+        return group.image_action
+    if isinstance(action, tuple | list | dict):
+        return actions_lib.tree(action)
+    if not callable(action):
+        raise TypeError(f"{which} must be a callable act(g, x) or a pytree of them, got {action!r}")
+    return action
+
+
+def as_tolerance(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite non-negative number or None, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value!r}")
+    return float(value)
+
+
+def as_chunk_size(chunk_size: Any) -> int | None:
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    return int(chunk_size)
+
+
+_PLANAR_ACTIONS = (actions_lib.ImageAction, actions_lib.RegularAction)
+
+
+def check_fits(group: Group, x: Any, in_action: Any) -> None:
+    if not isinstance(in_action, _PLANAR_ACTIONS) or not isinstance(x, jax.Array):
+        return
+    if x.ndim < 3:
+        raise ValueError(
+            f"{group.name} acts on NHWC images (N, H, W, C), got shape {x.shape}; add batch and "
+            "channel axes, e.g. x[None, ..., None]"
+        )
+    height, width = x.shape[1], x.shape[2]
+    if group.has_rotations and height != width:
+        raise ValueError(
+            f"{group.name} rotates images by 90°, which needs square images, got {height}x{width}: "
+            "crop or pad x to square"
+        )
+    if group.shape is not None and (height, width) != tuple(group.shape):
+        h, w = group.shape
+        raise ValueError(
+            f"{group.name} acts on {h}x{w} images but x is {height}x{width}; build the group for "
+            f"the input size, e.g. translations({height}, {width})"
+        )
+
+
+def check_orientations(group: Group, action: Any, which: str) -> None:
+    """A regular action indexes orientations by its own point group; the group must stay inside it."""
+    if not isinstance(action, actions_lib.RegularAction) or group.point_group is None:
+        return
+    outside = sorted(set(group.point_group) - set(action.points))
+    if outside:
+        k, m = outside[0]
+        raise ValueError(
+            f"{which} is the regular action of {action.name} ({len(action.points)} orientations), but "
+            f"{group.name} contains r{k}{'·m' if m else ''}, which has no orientation there: use "
+            f"actions.regular({group.name.split('(')[0]}-group) or a group within {action.name}"
+        )
+
+
+def check_out_size(group: Group, out_action: Any, y_shape: Any) -> None:
+    if not isinstance(out_action, _PLANAR_ACTIONS) or group.shape is None:
+        return
+    leaves = jax.tree.leaves(y_shape)
+    if len(leaves) != 1 or len(leaves[0].shape) < 3:
+        return
+    s = out_action.stride
+    want = (group.shape[0] // s, group.shape[1] // s)
+    got = tuple(leaves[0].shape[1:3])
+    if group.shape[0] % s or group.shape[1] % s or got != want:
+        raise ValueError(
+            f"a stride-{s} output action on {group.shape[0]}x{group.shape[1]} inputs expects "
+            f"{want[0]}x{want[1]} outputs, but f returned {got[0]}x{got[1]}: use an input size "
+            f"divisible by the total stride {s}, or the action that matches f's output"
+        )
+
+
+def as_elements(group: Group, elements: Sequence[Any] | None) -> np.ndarray:
+    if elements is None:
+        chosen = group.non_identity()
+        if chosen.shape[0] == 0:
+            raise ValueError(f"{group.name} has only the identity: nothing to check")
+        return chosen
+    if isinstance(elements, str) or not hasattr(elements, "__iter__"):
+        raise TypeError(f"elements must be a list of group elements or None, got {elements!r}")
+    rows = [np.asarray(e) for e in elements]
+    if not rows:
+        raise ValueError("elements is empty; pass at least one group element, or None for all")
+    for row in rows:
+        group.index(row)  # raises a clear error for non-members
+    return np.stack(rows).astype(np.asarray(group.elements).dtype)

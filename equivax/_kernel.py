@@ -1,0 +1,145 @@
+"""The traced kernel of a check: ``f(x)`` once, then statistics of ``f(g·x) − g·f(x)`` per element.
+
+The kernel always measures per output *part*: the whole output as one part for ``check``, one
+part per leaf for ``check_outputs``. Each part's statistics are stacked over elements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from equivax import actions as actions_lib
+from equivax._statistics import batched, element_stats, error_map
+from equivax._traced import same, stable_hash
+
+__all__ = ["Kernel", "batch_size"]
+
+
+def batch_size(x: Any) -> int:
+    """Number of examples: the leading axis of every leaf of ``x``."""
+    return int(jax.tree.leaves(x)[0].shape[0])
+
+
+def _leaf_actions(out_action: Any, y: Any) -> list[Any]:
+    """The action that applies to each leaf of ``y``."""
+    n = len(jax.tree.leaves(y))
+    if not isinstance(out_action, actions_lib.TreeAction):
+        return [out_action] * n
+    parts = out_action.treedef.flatten_up_to(y)
+    return [act for act, part in zip(out_action.leaves, parts, strict=True) for _ in jax.tree.leaves(part)]
+
+
+def _leafwise(action: Any) -> bool:
+    flag = getattr(action, "leafwise", None)
+    if flag is None:  # TODO(protocol): read only the attribute once every built-in action declares it
+        from equivax import continuous
+
+        builtins = (actions_lib.ImageAction, actions_lib.RegularAction, continuous.ShiftAction)
+        flag = isinstance(action, (*builtins, continuous.RotationAction, continuous.ScalingAction))
+    return bool(flag)
+
+
+def apply(action: Any, g: jax.Array, y: Any) -> Any:
+    """``action(g, y)``; an action that acts leaf by leaf, given a pytree, acts on each leaf."""
+    if _leafwise(action) and not isinstance(y, jax.Array):
+        return jax.tree.map(lambda leaf: action(g, leaf), y)
+    return action(g, y)
+
+
+def same_layout(expected: Any, got: Any, what: str, fix: str) -> None:
+    """Raise a one-line error unless ``got`` has ``expected``'s pytree structure, shapes and dtypes."""
+    want_def, got_def = jax.tree.structure(expected), jax.tree.structure(got)
+    if want_def != got_def:
+        raise ValueError(f"{what} returned a pytree {got_def}, but {fix} {want_def}")
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        if not hasattr(b, "shape") or not hasattr(b, "dtype"):
+            raise TypeError(f"{what} returned a {type(b).__name__}, but {fix} arrays: return jax arrays")
+        if a.shape != b.shape:
+            raise ValueError(f"{what} returned shape {b.shape}, but {fix} shape {a.shape}")
+        if a.dtype != b.dtype:
+            raise TypeError(f"{what} returned dtype {b.dtype}, but {fix} dtype {a.dtype}")
+
+
+def _check_outputs(y: Any) -> None:
+    for leaf in jax.tree.leaves(y):
+        if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
+            raise TypeError(f"f returned a {type(leaf).__name__} leaf; f must return jax arrays (or a pytree of them)")
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            raise TypeError(
+                f"f returned dtype {leaf.dtype}; an equivariance error needs floating outputs: "
+                "return the scores, not e.g. an argmax"
+            )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Kernel:
+    """f(x) once, then statistics of f(g·x) − g·f(x) for each element (the traced program).
+
+    ``chunk_size`` elements are evaluated at a time with ``lax.map`` (``None``: all at once with
+    ``vmap``); with ``shards > 1`` the element axis is split into that many equal parts, one per
+    device. The element count must be a multiple of ``shards · chunk_size`` (the program pads).
+    """
+
+    fn: Callable[[Any, Any], Any]
+    in_action: Any
+    out_action: Any
+    chunk_size: int | None
+    each_output: bool = False  # one part per leaf of f's output
+    shards: int = 1
+
+    def _parts(self) -> tuple[Any, ...]:
+        return (self.fn, self.in_action, self.out_action, self.chunk_size, self.each_output, self.shards)
+
+    def __hash__(self) -> int:
+        return hash(tuple(stable_hash(part) for part in self._parts()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Kernel) and all(same(a, b) for a, b in zip(self._parts(), other._parts(), strict=True))
+
+    def __call__(self, params: Any, x: Any, elements: jax.Array) -> tuple[Any, dict[str, Any]]:
+        y = self.fn(params, x)
+        _check_outputs(y)
+        n = batch_size(x)
+
+        def one(g: jax.Array) -> dict[str, Any]:
+            gx = apply(self.in_action, g, x)
+            same_layout(x, gx, "in_action(g, x)", "x has")
+            target = apply(self.out_action, g, y)
+            same_layout(y, target, "out_action(g, f(x))", "f(x) has")
+            y_g = self.fn(params, gx)
+            in_defined = actions_lib.is_defined(self.in_action, g)
+            if not self.each_output:
+                stats = element_stats(y_g, target, n)
+                stats["defined"] = in_defined & actions_lib.is_defined(self.out_action, g)
+                return {"parts": (stats,)}
+            parts = []
+            for a, b, act in zip(
+                jax.tree.leaves(y_g), jax.tree.leaves(target), _leaf_actions(self.out_action, y), strict=True
+            ):
+                stats = element_stats(a, b, n)
+                stats["defined"] = in_defined & actions_lib.is_defined(act, g)
+                stats["map"] = error_map(a, b, batched([b], n))
+                parts.append(stats)
+            return {"parts": tuple(parts)}
+
+        def run(part: jax.Array) -> dict[str, Any]:
+            if self.chunk_size is None or self.chunk_size >= part.shape[0]:
+                return jax.vmap(one)(part)
+            return lax.map(one, part, batch_size=self.chunk_size)
+
+        if self.shards == 1:
+            stats = run(elements)
+        else:  # one part per device: the partitioner splits the outer axis, each device maps its part
+            parts = elements.reshape(self.shards, -1, *elements.shape[1:])
+            stats = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jax.vmap(run)(parts))
+        stats["x_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(x)]))
+        leaves = jax.tree.leaves(y)
+        finite = [jnp.all(jnp.isfinite(leaf)) for leaf in leaves]
+        stats["y_finite"] = jnp.stack(finite) if self.each_output else jnp.all(jnp.stack(finite))[None]
+        return y, stats

@@ -1,0 +1,229 @@
+"""A traced kernel compiled once, run in f's precision and, on demand, in another precision.
+
+The kernel is traced into a jaxpr whose closed-over arrays are hoisted into arguments, so the
+compiled program is shared by every call that traces to the same program, whatever the values
+it closes over (``equivax._cache`` keys it). The re-run in another precision evaluates the same
+jaxpr with every floating value cast (``equivax.precision``), optionally on a subset of the
+elements and with the stored constants perturbed at their own precision.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jex
+
+from equivax._kernel import Kernel
+from equivax._sharding import Placement, padded_count
+from equivax.precision import retype_value, retyped
+
+__all__ = ["Program", "trace"]
+
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def _flax_trace_error() -> type[Exception]:
+    from flax import errors
+
+    return errors.TraceContextError
+
+
+def trace(kernel: Kernel, args: tuple[Any, ...]) -> tuple[Any, Any]:
+    """``(closed jaxpr, output shapes)`` of the kernel; one-line errors for untraceable ``f``."""
+    try:
+        return jax.make_jaxpr(kernel, return_shape=True)(*args)
+    except _flax_trace_error() as err:
+        raise TypeError(
+            "f updates a Flax module it closes over (batch statistics in training mode, say), which "
+            "cannot happen inside the check's trace: pass the module itself to check (its updates "
+            "are then made on a copy and dropped), or call module.eval() first"
+        ) from err
+    except _TRACER_ERRORS as err:
+        raise TypeError(
+            f"f is not traceable by JAX ({type(err).__name__}): it turns a traced array into a "
+            "Python or NumPy value. Write f with jax.numpy and lax (jnp.where or lax.cond for "
+            "branches on values, no np.asarray on inputs)."
+        ) from err
+    except (NotImplementedError, ValueError) as err:
+        text = str(err)
+        if "callback" in text and ("vmap" in text or "batch" in text.lower()):
+            raise TypeError(
+                "f calls a host callback that cannot be vmapped over group elements: give "
+                "jax.pure_callback vmap_method='sequential' (or 'expand_dims'), and use io_callback with "
+                "ordered=False"
+            ) from err
+        raise
+
+
+def hoisted(closed: Any) -> Any:
+    """The same program with its closed-over arrays as leading arguments."""
+    jaxpr = closed.jaxpr
+    info = jaxpr.debug_info
+    if info is not None and info.arg_names is not None:
+        info = info._replace(arg_names=(*(f"const{i}" for i in range(len(jaxpr.constvars))), *info.arg_names))
+    invars = [*jaxpr.constvars, *jaxpr.invars]
+    return jex.ClosedJaxpr(jaxpr.replace(constvars=[], invars=invars, debug_info=info), ())
+
+
+def _float_dtypes(jaxpr: Any) -> set[np.dtype]:
+    found = set()
+    for var in [*jaxpr.invars, *jaxpr.constvars, *(v for eqn in jaxpr.eqns for v in eqn.outvars)]:
+        dtype = getattr(var.aval, "dtype", None)
+        if dtype is not None and _is_float(dtype):
+            found.add(np.dtype(jnp.finfo(dtype).dtype))
+    for eqn in jaxpr.eqns:
+        for inner in jex.jaxprs_in_params(eqn.params):
+            found |= _float_dtypes(inner)
+    return found
+
+
+def _is_float(dtype: Any) -> bool:
+    return jnp.issubdtype(dtype, jnp.inexact) and not jnp.issubdtype(dtype, jax.dtypes.extended)
+
+
+def _dtype_of(value: Any) -> Any:
+    dtype = getattr(value, "dtype", None)
+    return np.asarray(value).dtype if dtype is None else dtype
+
+
+def eps(dtype: Any) -> float:
+    return float(jnp.finfo(dtype).eps)
+
+
+def _host_retype(value: Any, float_dtype: Any, traced_dtype: Any) -> Any:
+    """Cast a concrete floating array on the host (no per-shape compilation of a convert op); give
+    integers the dtype they were traced with; leave PRNG keys and other extended dtypes alone."""
+    if jnp.issubdtype(getattr(value, "dtype", np.float32), jax.dtypes.extended):
+        return value
+    value = np.asarray(value)
+    if jnp.issubdtype(value.dtype, jnp.inexact):
+        return retype_value(value, float_dtype)
+    return value.astype(traced_dtype)
+
+
+def perturbed(value: np.ndarray, seed: int) -> np.ndarray:
+    """``value`` moved by half an ulp of its own precision, with a random sign per entry."""
+    if not _is_float(_dtype_of(value)):
+        return value
+    value = np.asarray(value)
+    sign = np.random.default_rng(seed).choice([-0.5, 0.5], size=value.shape)
+    wide = np.complex128 if np.iscomplexobj(value) else np.float64
+    return (value.astype(wide) * (1 + sign * eps(value.dtype))).astype(wide)
+
+
+class Program:
+    """A traced kernel, its compiled run in f's precision and (lazily) in other precisions."""
+
+    def __init__(self, kernel: Kernel, args: tuple[Any, ...], devices: Sequence[Any], traced: Any = None):
+        self.kernel = kernel
+        self.count = len(args[2])
+        self.multiple = kernel.shards * (kernel.chunk_size or 1)
+        self.placement = Placement(kernel.shards, devices)
+        self.devices = 1
+        padded = self._padded(args)
+        if traced is None or len(args[2]) != len(padded[2]):
+            traced = trace(kernel, padded)
+        self.closed, self.out_shape = traced
+        self.text = str(self.closed.jaxpr)  # what a fresh trace is compared with
+        self.consts = list(self.closed.consts)
+        self.out_tree = jax.tree.structure(self.out_shape)
+        self.run = jax.jit(jex.jaxpr_as_fun(hoisted(self.closed)))
+        self._other: dict[tuple[str, int], tuple[Callable[..., Any], Any]] = {}
+
+    @property
+    def chunk_size(self) -> int | None:
+        return self.kernel.chunk_size
+
+    def _padded(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        params, x, elements = args
+        return params, x, Placement.pad(np.asarray(elements), self.multiple)
+
+    def flat_args(self, consts: Sequence[Any], args: tuple[Any, ...]) -> list[Any]:
+        """Constants and arguments, flat, placed on the devices."""
+        return self.placement.place([*consts, *jax.tree.leaves(self._padded(args))])
+
+    def _finish(self, out: Any, keep: int) -> tuple[Any, dict[str, Any]]:
+        y, stats = jax.tree.unflatten(self.out_tree, out)
+        self.devices = Placement.devices_used(stats["parts"][0]["rel"])
+        stats = Placement.gather(stats)
+        stats["parts"] = tuple({k: v[:keep] for k, v in part.items()} for part in stats["parts"])
+        return y, stats
+
+    def __call__(self, consts: Sequence[Any], *args: Any) -> tuple[Any, dict[str, Any]]:
+        """Run in f's precision with these closed-over values (those of the latest trace)."""
+        return self._finish(self.run(*self.flat_args(consts, args)), len(args[2]))
+
+    def _retyped(self, float_dtype: Any, count: int) -> tuple[Callable[..., Any], Any]:
+        key = (np.dtype(float_dtype).name, count)
+        if key not in self._other:
+            closed = self.closed
+            if count != self.count:  # a subset of the elements: the same kernel traced for fewer
+                elements = np.zeros((padded_count(count, self.multiple), *self.out_elements_shape), self.elements_dtype)
+                closed = trace(self.kernel, (self._params_shape, self._x_shape, elements))[0]
+            self._other[key] = (jax.jit(retyped(hoisted(closed), float_dtype)), closed)
+        return self._other[key]
+
+    @property
+    def out_elements_shape(self) -> tuple[int, ...]:
+        return tuple(self.closed.jaxpr.invars[-1].aval.shape[1:])
+
+    @property
+    def elements_dtype(self) -> Any:
+        return self.closed.jaxpr.invars[-1].aval.dtype
+
+    def bind(self, params: Any, x: Any) -> None:
+        """Remember the argument structure, so subsets of elements can be traced again."""
+        self._params_shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), params)
+        self._x_shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), x)
+
+    def run_in(
+        self,
+        float_dtype: Any,
+        consts: Sequence[Any],
+        params: Any,
+        x: Any,
+        elements: np.ndarray,
+        seed: int | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Run the program with every floating value cast to ``float_dtype``, for ``elements``.
+
+        With ``seed``, the stored low-precision values (closed-over arrays, parameters, floating
+        elements) are first moved by half an ulp of their own precision (``perturbed``).
+        """
+        run, closed = self._retyped(float_dtype, len(elements))
+        if len(elements) != self.count:
+            consts = closed.consts
+        args = (params, x, elements)
+        values = [*consts, *jax.tree.leaves(self._padded(args))]
+        n_consts = len(consts)
+        n_params = len(jax.tree.leaves(params))
+        if seed is not None:
+            stored = set(range(n_consts + n_params)) | {len(values) - 1}
+            values = [perturbed(v, seed + i) if i in stored else v for i, v in enumerate(values)]
+        leaves = [
+            _host_retype(v, float_dtype, var.aval.dtype)
+            for v, var in zip(values, [*closed.jaxpr.constvars, *closed.jaxpr.invars], strict=True)
+        ]
+        return self._finish(run(*self.placement.place(leaves)), len(elements))
+
+    @functools.cached_property
+    def coarsest_eps(self) -> float:
+        """Machine epsilon of the lowest floating precision anywhere in the program."""
+        return max((eps(d) for d in _float_dtypes(self.closed.jaxpr)), default=eps(np.float64))
+
+    def stored_eps(self, consts: Sequence[Any], params: Any, elements: np.ndarray) -> float:
+        """The coarsest precision of the stored values a re-run keeps (0 when all are float64)."""
+        values = [*consts, *jax.tree.leaves(params), elements]
+        found = [eps(_dtype_of(v)) for v in values if _is_float(_dtype_of(v))]
+        found = [e for e in found if e > eps(np.float64)]
+        return max(found, default=0.0)

@@ -1,0 +1,89 @@
+"""Error statistics of ``f(g·x)`` against ``g·f(x)``: traced per element, and on the host.
+
+The one definition of relative error used everywhere: per example (row of the output),
+``‖got − want‖₂ / ‖want‖₂``, with ``|z|²`` for complex values. Both norms are taken of the values
+divided by the row's largest magnitude, so the ratio neither overflows (outputs near the float32
+limit) nor flushes to zero; the scale cancels. A row whose ``want`` is zero has relative error 0
+when ``got`` is zero too and ``inf`` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["batched", "element_stats", "error_map", "relative_rows"]
+
+
+def batched(leaves: Sequence[Any], n: int) -> bool:
+    """Whether every leaf carries the batch axis (of length ``n``) first."""
+    return all(len(np.shape(leaf)) >= 1 and np.shape(leaf)[0] == n for leaf in leaves)
+
+
+def _rows(xp: Any, leaves: Sequence[Any], is_batched: bool) -> Any:
+    """All values as an ``(examples, values)`` matrix (one row when the output has no batch axis)."""
+    if is_batched:
+        return xp.concatenate([xp.reshape(leaf, (leaf.shape[0], -1)) for leaf in leaves], axis=1)
+    return xp.concatenate([xp.reshape(leaf, (1, -1)) for leaf in leaves], axis=1)
+
+
+def _relative(xp: Any, got: Any, want: Any) -> Any:
+    """Per-row relative distance of two ``(rows, values)`` matrices, overflow- and flush-safe."""
+    scale = xp.maximum(xp.max(xp.abs(got), axis=1), xp.max(xp.abs(want), axis=1))
+    scale = xp.where(scale > 0, scale, 1)[:, None]
+    num = xp.sqrt(xp.sum(xp.square(xp.abs(got / scale - want / scale)), axis=1))
+    den = xp.sqrt(xp.sum(xp.square(xp.abs(want / scale)), axis=1))
+    safe = xp.where(den > 0, den, 1)
+    return xp.where(den > 0, num / safe, xp.where(num > 0, xp.inf, 0))
+
+
+def element_stats(got: Any, want: Any, n: int) -> dict[str, jax.Array]:
+    """Traced statistics of one element on one output part.
+
+    ``rel``: per-example relative error (``(n,)``, or ``(1,)`` for an unbatched output);
+    ``abs``: the largest absolute difference; ``where``: its flat index into the
+    ``(examples, values)`` matrix; ``finite``: whether both sides are finite.
+    """
+    got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
+    is_batched = batched(want_leaves, n)
+    got_rows, want_rows = _rows(jnp, got_leaves, is_batched), _rows(jnp, want_leaves, is_batched)
+    finite = jnp.all(jnp.isfinite(got_rows)) & jnp.all(jnp.isfinite(want_rows))
+    got_rows = jnp.where(jnp.isfinite(got_rows), got_rows, 0)
+    want_rows = jnp.where(jnp.isfinite(want_rows), want_rows, 0)
+    rel = _relative(jnp, got_rows, want_rows)
+    # |a − b| without overflow: half of each side first (exact in binary), doubled on the host.
+    half = jnp.abs(got_rows / 2 - want_rows / 2).reshape(-1)
+    where = jnp.argmax(half).astype(jnp.int32)
+    return {"rel": rel, "abs_half": half[where], "where": where, "finite": finite}
+
+
+def error_map(got: jax.Array, want: jax.Array, is_batched: bool) -> jax.Array | None:
+    """Largest ``|f(g·x) − g·f(x)|`` at each position of a spatial output, over examples and
+    channels: a ``(H, W)`` map (``None`` for outputs without two spatial axes)."""
+    spatial = got.ndim - (1 if is_batched else 0)
+    if spatial < 2:
+        return None
+    diff = jnp.abs(got - want)
+    diff = jnp.where(jnp.isfinite(diff), diff, 0)
+    if not is_batched:
+        diff = diff[None]
+    return jnp.max(diff, axis=(0, *range(3, diff.ndim)))
+
+
+def _host(leaf: Any) -> np.ndarray:
+    leaf = np.asarray(leaf)
+    return leaf.astype(np.complex128 if np.iscomplexobj(leaf) else np.float64)
+
+
+def relative_rows(a: Any, b: Any, is_batched: bool) -> np.ndarray:
+    """Per-example ``‖a − b‖ / ‖b‖`` of two concrete pytrees, in float64 (complex128) on the host."""
+    rows_a = _rows(np, [_host(leaf) for leaf in jax.tree.leaves(a)], is_batched)
+    rows_b = _rows(np, [_host(leaf) for leaf in jax.tree.leaves(b)], is_batched)
+    finite = np.all(np.isfinite(rows_a), axis=1) & np.all(np.isfinite(rows_b), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rel = _relative(np, np.where(np.isfinite(rows_a), rows_a, 0), np.where(np.isfinite(rows_b), rows_b, 0))
+    return np.where(finite, rel, np.inf).astype(np.float64)
