@@ -18,9 +18,10 @@ compiled programs as runtime arguments: a Flax NNX module is split into its grap
 cache key) and its state (an argument), so the same module object, updated in place by
 ``nnx.Optimizer``, re-uses the program. Apply-style models (Linen, plain functions of parameters)
 pass ``jax.tree_util.Partial(apply_fn, params)``, a pytree whose array leaves are arguments, and
-hand each new ``Partial`` to the call: ``monitor(step, f=Partial(apply_fn, params))``. A plain
-closure over its parameters is traced once with the parameters it had then, like ``jax.jit``.
-Each call counts the XLA compilations it caused (``Monitor.compilations``), so a re-compile shows.
+hand each new ``Partial`` to the call: ``monitor(step, f=Partial(apply_fn, params))``. Any other
+callable (a closure over a module, say) is traced again at every call so that what it closes
+over is read afresh, and its Lie derivatives are compiled again too: it works, slowly. Each call
+counts the XLA compilations it caused (``Monitor.compilations``), so a re-compile shows.
 """
 
 from __future__ import annotations
@@ -195,11 +196,17 @@ class Monitor:
         start = time.perf_counter()
         with _counting_compilations() as compiled:
             result = equivax.check(self.f, self.x, self.group, *self._check_args, **self._check_kwargs)
+            # a closure is wrapped afresh, so that the Lie derivative's jit cache cannot serve a trace
+            # made with the values it closed over at an earlier step
+            f = self.f if _carries_parameters(self.f) else (lambda x, f=self.f: f(x))
             errors = {
-                generator: float(jnp.mean(equivax.lie_error(self.f, self.x, generator, self.lie_out)))
+                generator: float(jnp.mean(equivax.lie_error(f, self.x, generator, self.lie_out)))
                 for generator in self.lie_generators
             }
-            scale = self._output_rms() if self.lie_generators else float("nan")
+            if not self.lie_generators:
+                scale = float("nan")
+            else:
+                scale = float(_rms_of_pytree(f, self.x) if f is self.f else _rms(f(self.x)))
         self.seconds.append(time.perf_counter() - start)
         self.compilations.append(compiled[0])
         self.steps.append(int(step))
@@ -208,14 +215,6 @@ class Monitor:
             self.lie_errors[generator].append(error)
         self.output_rms.append(scale)
         return result
-
-    def _output_rms(self) -> float:
-        if _carries_parameters(self.f):
-            return float(_rms_of_pytree(self.f, self.x))
-        if getattr(self, "_closure", None) is not self.f:  # a closure: compiled once per function object
-            f = self.f
-            self._closure, self._closure_rms = f, jax.jit(lambda x: _rms(f(x)))
-        return float(self._closure_rms(self.x))
 
     # -- what was recorded --------------------------------------------------------------------
 
