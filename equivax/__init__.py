@@ -18,24 +18,48 @@ The public API:
 
 import importlib
 
-from equivax import actions, continuous, groups, lie, search, verdicts
-from equivax._cache import CacheInfo, cache_info, clear_cache
-from equivax._check import check, check_outputs, compiled_memory
-from equivax._report import Report, report
-from equivax.groups import Group
-from equivax.lie import LayerLieErrors, layer_lie_errors, lie_derivative, lie_error
-from equivax.result import CheckResult
-from equivax.search import WorstCase, worst_case
-from equivax.testing import assert_equivariant
-from equivax.verdicts import VERDICTS, rounding_bound
+from equivax import actions as actions
+from equivax import continuous as continuous
+from equivax import groups as groups
+from equivax import lie as lie
+from equivax import search as search
+from equivax import verdicts as verdicts
+from equivax._cache import CacheInfo as CacheInfo
+from equivax._cache import cache_info as cache_info
+from equivax._cache import clear_cache as clear_cache
+from equivax._check import check as check
+from equivax._check import check_outputs as check_outputs
+from equivax._check import compiled_memory as compiled_memory
+from equivax._report import Report as Report
+from equivax._report import report as report
+from equivax.groups import Group as Group
+from equivax.lie import LayerLieErrors as LayerLieErrors
+from equivax.lie import layer_lie_errors as layer_lie_errors
+from equivax.lie import lie_derivative as lie_derivative
+from equivax.lie import lie_error as lie_error
+from equivax.result import CheckResult as CheckResult
+from equivax.search import WorstCase as WorstCase
+from equivax.search import worst_case as worst_case
+from equivax.testing import assert_equivariant as assert_equivariant
+from equivax.verdicts import VERDICTS as VERDICTS
+from equivax.verdicts import rounding_bound as rounding_bound
 
 __version__ = "0.1.0"
 
 
+#: Served on first use, so ``import equivax`` (and ``from equivax import *``) stays free of Flax,
+#: matplotlib, Hypothesis and tensorflow-datasets.
+_LAZY = ("data", "nn", "render", "strategies")
+
+
 def __getattr__(name: str):
-    if name in ("data", "nn", "render", "strategies"):  # imported only by those who use them
+    if name in _LAZY:
         return importlib.import_module(f"equivax.{name}")
     raise AttributeError(f"module 'equivax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [
@@ -54,18 +78,14 @@ __all__ = [
     "clear_cache",
     "compiled_memory",
     "continuous",
-    "data",
     "groups",
     "layer_lie_errors",
     "lie",
     "lie_derivative",
     "lie_error",
-    "nn",
-    "render",
     "report",
     "rounding_bound",
     "search",
-    "strategies",
     "verdicts",
     "worst_case",
 ]

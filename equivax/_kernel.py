@@ -45,8 +45,17 @@ def _leafwise(action: Any) -> bool:
     return bool(flag)
 
 
-def apply(action: Any, g: jax.Array, y: Any) -> Any:
+def apply(action: Any, g: jax.Array, y: Any, role: str = "out_action") -> Any:
     """``action(g, y)``; an action that acts leaf by leaf, given a pytree, acts on each leaf."""
+    if isinstance(action, actions_lib.TreeAction):
+        try:
+            action.treedef.flatten_up_to(y)
+        except (ValueError, TypeError) as err:
+            what = "x" if role == "in_action" else "f's output"
+            raise ValueError(
+                f"{role} is a pytree of actions {action.treedef} that does not match {what} "
+                f"{jax.tree.structure(y)}: give one action per leaf (or a single action for all)"
+            ) from err
     if _leafwise(action) and not isinstance(y, jax.Array):
         return jax.tree.map(lambda leaf: action(g, leaf), y)
     return action(g, y)
@@ -108,7 +117,7 @@ class Kernel:
         n = batch_size(x)
 
         def one(g: jax.Array) -> dict[str, Any]:
-            gx = apply(self.in_action, g, x)
+            gx = apply(self.in_action, g, x, "in_action")
             same_layout(x, gx, "in_action(g, x)", "x has")
             target = apply(self.out_action, g, y)
             same_layout(y, target, "out_action(g, f(x))", "f(x) has")

@@ -10,6 +10,7 @@ elements and with the stored constants perturbed at their own precision.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,7 +42,9 @@ def _flax_trace_error() -> type[Exception]:
 def trace(kernel: Kernel, args: tuple[Any, ...]) -> tuple[Any, Any]:
     """``(closed jaxpr, output shapes)`` of the kernel; one-line errors for untraceable ``f``."""
     try:
-        return jax.make_jaxpr(kernel, return_shape=True)(*args)
+        # A fresh function each time: JAX's own trace cache would hand back the first trace of an
+        # equal kernel, with the values a closure held then.
+        return jax.make_jaxpr(lambda *a: kernel(*a), return_shape=True)(*args)
     except _flax_trace_error() as err:
         raise TypeError(
             "f updates a Flax module it closes over (batch statistics in training mode, say), which "
@@ -121,6 +124,18 @@ def perturbed(value: np.ndarray, seed: int) -> np.ndarray:
     return (value.astype(wide) * (1 + sign * eps(value.dtype))).astype(wide)
 
 
+def other_precision_device() -> Any:
+    """Where the re-run in another precision goes: the host CPU on a backend without fast
+    float64 (TPU), or where ``EQUIVAX_SECOND_PRECISION_DEVICE`` (e.g. ``cpu``) says; ``None``:
+    the devices of the first run."""
+    forced = os.environ.get("EQUIVAX_SECOND_PRECISION_DEVICE")
+    if forced:
+        return jax.devices(forced)[0]
+    if jax.default_backend() == "tpu":
+        return jax.devices("cpu")[0]
+    return None
+
+
 class Program:
     """A traced kernel, its compiled run in f's precision and (lazily) in other precisions."""
 
@@ -156,7 +171,7 @@ class Program:
         y, stats = jax.tree.unflatten(self.out_tree, out)
         self.devices = Placement.devices_used(stats["parts"][0]["rel"])
         stats = Placement.gather(stats)
-        stats["parts"] = tuple({k: v[:keep] for k, v in part.items()} for part in stats["parts"])
+        stats["parts"] = tuple({k: v if v is None else v[:keep] for k, v in p.items()} for p in stats["parts"])
         return y, stats
 
     def __call__(self, consts: Sequence[Any], *args: Any) -> tuple[Any, dict[str, Any]]:
@@ -214,7 +229,9 @@ class Program:
             _host_retype(v, float_dtype, var.aval.dtype)
             for v, var in zip(values, [*closed.jaxpr.constvars, *closed.jaxpr.invars], strict=True)
         ]
-        return self._finish(run(*self.placement.place(leaves)), len(elements))
+        device = other_precision_device()
+        placed = self.placement.place(leaves) if device is None else jax.device_put(leaves, device)
+        return self._finish(run(*placed), len(elements))
 
     @functools.cached_property
     def coarsest_eps(self) -> float:

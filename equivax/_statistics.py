@@ -2,9 +2,11 @@
 
 The one definition of relative error used everywhere: per example (row of the output),
 ``‖got − want‖₂ / ‖want‖₂``, with ``|z|²`` for complex values. Both norms are taken of the values
-divided by the row's largest magnitude, so the ratio neither overflows (outputs near the float32
-limit) nor flushes to zero; the scale cancels. A row whose ``want`` is zero has relative error 0
-when ``got`` is zero too and ``inf`` otherwise.
+multiplied by a power of two near the reciprocal of the row's largest magnitude (clamped so the
+factor itself is a normal number: XLA turns a division by a scale into a multiplication by its
+reciprocal, and 1/1e38 would flush to zero), so the ratio neither overflows (outputs near the
+float32 limit) nor flushes; the scale cancels. Values below float32 are measured in float32. A
+row whose ``want`` is zero has relative error 0 when ``got`` is zero too and ``inf`` otherwise.
 """
 
 from __future__ import annotations
@@ -33,12 +35,20 @@ def _rows(xp: Any, leaves: Sequence[Any], is_batched: bool) -> Any:
 
 def _relative(xp: Any, got: Any, want: Any) -> Any:
     """Per-row relative distance of two ``(rows, values)`` matrices, overflow- and flush-safe."""
-    scale = xp.maximum(xp.max(xp.abs(got), axis=1), xp.max(xp.abs(want), axis=1))
-    scale = xp.where(scale > 0, scale, 1)[:, None]
-    num = xp.sqrt(xp.sum(xp.square(xp.abs(got / scale - want / scale)), axis=1))
-    den = xp.sqrt(xp.sum(xp.square(xp.abs(want / scale)), axis=1))
+    largest = xp.maximum(xp.max(xp.abs(got), axis=1), xp.max(xp.abs(want), axis=1))
+    _, exponent = xp.frexp(xp.where(largest > 0, largest, 1))
+    factor = xp.ldexp(xp.ones_like(largest), -xp.clip(exponent, -100, 100))[:, None]  # exact, normal
+    num = xp.sqrt(xp.sum(xp.square(xp.abs(got * factor - want * factor)), axis=1))
+    den = xp.sqrt(xp.sum(xp.square(xp.abs(want * factor)), axis=1))
     safe = xp.where(den > 0, den, 1)
     return xp.where(den > 0, num / safe, xp.where(num > 0, xp.inf, 0))
+
+
+def _wide(leaf: jax.Array) -> jax.Array:
+    """Values below float32 (bfloat16, float16, float8) measured in float32: exact, and wide enough."""
+    if jnp.finfo(leaf.dtype).bits < 32:
+        return leaf.astype(jnp.complex64 if jnp.iscomplexobj(leaf) else jnp.float32)
+    return leaf
 
 
 def element_stats(got: Any, want: Any, n: int) -> dict[str, jax.Array]:
@@ -48,7 +58,7 @@ def element_stats(got: Any, want: Any, n: int) -> dict[str, jax.Array]:
     ``abs``: the largest absolute difference; ``where``: its flat index into the
     ``(examples, values)`` matrix; ``finite``: whether both sides are finite.
     """
-    got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
+    got_leaves, want_leaves = [_wide(a) for a in jax.tree.leaves(got)], [_wide(a) for a in jax.tree.leaves(want)]
     is_batched = batched(want_leaves, n)
     got_rows, want_rows = _rows(jnp, got_leaves, is_batched), _rows(jnp, want_leaves, is_batched)
     finite = jnp.all(jnp.isfinite(got_rows)) & jnp.all(jnp.isfinite(want_rows))

@@ -184,7 +184,8 @@ def decide(m: Measurements, rtol: float | None = None, atol: float | None = None
         if uninformative and informative.any():
             notes.append(
                 f"{len(uninformative)} of {len(informative)} examples are uninformative (their output is at "
-                f"rounding level, e.g. a blank frame through a normalisation) and were set aside: {list(uninformative)[:8]}"
+                "rounding level, e.g. a blank frame through a normalisation) and were set aside: "
+                f"{list(uninformative)[:8]}"
             )
 
     for i in range(n_el):
