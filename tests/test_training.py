@@ -177,11 +177,6 @@ def test_a_closure_s_lie_derivative_is_read_afresh_at_every_call():
     assert monitor.lie_relative("rotation")[1] != monitor.lie_relative("rotation")[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="equivax.check, given the same closure again, re-uses the values it closed over at its first trace "
-    "(main's cache; reported to the lead): the Monitor passes the closure as it is",
-)
 def test_a_closure_s_check_is_read_afresh_at_every_call():
     monitor, model, x = _closure_monitored_across_an_update()
     fresh = equivax.check(model, x, groups.p4(8), None, actions.trivial())
