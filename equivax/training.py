@@ -193,6 +193,8 @@ class Monitor:
         if f is not None:
             _require_callable(f, "f")
             self.f = f
+        # a training step dispatched just before may still be running: wait, so as not to time it
+        jax.block_until_ready([leaf for leaf in jax.tree.leaves(self.f) if isinstance(leaf, jax.Array)])
         start = time.perf_counter()
         with _counting_compilations() as compiled:
             result = equivax.check(self.f, self.x, self.group, *self._check_args, **self._check_kwargs)

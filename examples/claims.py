@@ -113,13 +113,14 @@ def train(
     return time.perf_counter() - start - sum(monitor.seconds)
 
 
+@nnx.jit
+def predict(model: nnx.Module, x: jax.Array) -> jax.Array:
+    """The predicted classes (compiled once per model structure and input shape)."""
+    return jnp.argmax(model(x), axis=-1)
+
+
 def accuracy(model: nnx.Module, images: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of correct predictions, in batches of 150."""
-
-    @nnx.jit
-    def predict(model, x):
-        return jnp.argmax(model(x), axis=-1)
-
     hits = sum(
         int(jnp.sum(predict(model, jnp.asarray(images[i : i + 150])) == labels[i : i + 150]))
         for i in range(0, len(images), 150)
@@ -337,7 +338,8 @@ def header_lines(args, dataset_note: str, total_seconds: float) -> list[str]:
         f"**Machine**: {processor}, {os.cpu_count()} CPU cores (shared with other work during the run), "
         f"{jax.devices()[0].device_kind} backend; jax {jax.__version__}, flax {flax.__version__}, "
         f"optax {optax.__version__}, equivax {equivax.__version__}; "
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; the whole study took {total_seconds:.0f} s.",
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; the whole study took {total_seconds:.0f} s "
+        f"({time.process_time():.0f} s of CPU time).",
         "",
     ]
 
