@@ -339,9 +339,15 @@ def header_lines(args, dataset_note: str, total_seconds: float) -> list[str]:
         f"{jax.devices()[0].device_kind} backend; jax {jax.__version__}, flax {flax.__version__}, "
         f"optax {optax.__version__}, equivax {equivax.__version__}; "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; the whole study took {total_seconds:.0f} s "
-        f"({time.process_time():.0f} s of CPU time).",
+        f"({time.process_time():.0f} s of CPU time), {_compilation_cache()}.",
         "",
     ]
+
+
+def _compilation_cache() -> str:
+    if os.environ.get("EQUIVAX_COMPILATION_CACHE", "1").lower() in ("0", "false", "no", "off"):
+        return "every program compiled in this run (persistent compilation cache off)"
+    return "with XLA's persistent compilation cache on (programs compiled by earlier runs re-used)"
 
 
 def sharing_lines(studies: dict[str, Study], sharing: list[list[str]]) -> list[str]:
