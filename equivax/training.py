@@ -5,13 +5,14 @@ a group; the training loop calls it every few steps. Each call runs ``equivax.ch
 optionally, ``equivax.lie_error`` for small continuous transformations) on the model's *current*
 parameters and records the per-element errors and verdicts:
 
-    monitor = equivax.training.Monitor(model, probe, group, out_action=equivax.actions.trivial(),
-                                       lie=("rotation",))
+    from equivax import training
+
+    monitor = training.Monitor(model, probe, group, out_action=equivax.actions.trivial(), lie=("rotation",))
     for step, (images, labels) in enumerate(batches):
         train_step(model, optimizer, images, labels)     # nnx.Optimizer updates model in place
         if step % 10 == 0:
             monitor(step)
-    equivax.training.write(monitor, "training.html")     # curves over steps (matplotlib)
+    training.write(monitor, "training.html")     # curves over steps (matplotlib)
 
 Nothing is traced or compiled again after the first call, because the parameters reach the
 compiled programs as runtime arguments: a Flax NNX module is split into its graph definition (the
@@ -43,14 +44,14 @@ import numpy as np
 
 import equivax
 from equivax.groups import Group
-from equivax.result import VERDICTS, CheckResult
+from equivax.result import CheckResult
+from equivax.verdicts import is_passing
 
 __all__ = ["Monitor", "html", "plot", "to_json", "write"]
 
 #: Exact zeros are drawn at this height on the logarithmic error axis.
 ZERO_AT = 1e-16
-_MARKERS = {"equivariant": "o", "approximate": "s", "broken": "X", "nonfinite": "D"}
-_PASSING = frozenset(VERDICTS[:2])
+_MARKERS = {"equivariant": "o", "approximate": "s", "undecided": "^", "broken": "X", "nonfinite": "D"}
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
@@ -246,11 +247,11 @@ class Monitor:
         return np.asarray(self.lie_errors[generator]) / np.asarray(self.output_rms)
 
     def first_failure(self, label: str | None = None) -> int | None:
-        """The first recorded step at which ``label`` (default: any element) was not equivariant or
-        within tolerance; ``None`` if it never failed."""
+        """The first recorded step at which the verdict of ``label`` (default: of any element) did
+        not pass (``equivax.verdicts.is_passing``: undecided counts as a failure); ``None`` if never."""
         columns = range(len(self.labels)) if label is None else [self._index(label)]
         for step, verdicts in zip(self.steps, self.verdicts, strict=True):
-            if any(verdicts[i] not in _PASSING for i in columns):
+            if any(not is_passing(verdicts[i]) for i in columns):
                 return step
         return None
 
