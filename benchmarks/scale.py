@@ -97,7 +97,7 @@ def property_run() -> None:
         return equivax.zoo.circular_conv(weights)(x)
 
     group = groups.translations(16, 16)
-    before = len(equivax._check._CACHE)
+    before = equivax.cache_info()
 
     @settings(max_examples=200, deadline=None, database=None)
     @given(strategies.cases(group, (2, 16, 16, 1)))
@@ -107,8 +107,12 @@ def property_run() -> None:
     start = time.perf_counter()
     prop()
     seconds = time.perf_counter() - start
-    programs = len(equivax._check._CACHE) - before
-    print(f"   200 examples in {seconds:.1f} s; f traced {len(traces)} times; {programs} check program(s) compiled")
+    after = equivax.cache_info()
+    programs = after.programs - before.programs
+    print(
+        f"   200 examples in {seconds:.1f} s; f traced {len(traces)} times; {programs} check program(s) compiled, "
+        f"{after.hits - before.hits} re-used"
+    )
 
 
 MEMORY_CHILD = textwrap.dedent(

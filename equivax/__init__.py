@@ -20,9 +20,12 @@ import importlib
 
 from equivax import actions as actions
 from equivax import continuous as continuous
+from equivax import fields as fields
 from equivax import groups as groups
 from equivax import lie as lie
+from equivax import matrix_groups as matrix_groups
 from equivax import search as search
+from equivax import sets as sets
 from equivax import verdicts as verdicts
 from equivax._cache import CacheInfo as CacheInfo
 from equivax._cache import cache_info as cache_info
@@ -30,6 +33,7 @@ from equivax._cache import clear_cache as clear_cache
 from equivax._check import check as check
 from equivax._check import check_outputs as check_outputs
 from equivax._check import compiled_memory as compiled_memory
+from equivax._localize import localize as localize
 from equivax._report import Report as Report
 from equivax._report import report as report
 from equivax.groups import Group as Group
@@ -78,14 +82,18 @@ __all__ = [
     "clear_cache",
     "compiled_memory",
     "continuous",
+    "fields",
     "groups",
     "layer_lie_errors",
     "lie",
     "lie_derivative",
     "lie_error",
+    "localize",
+    "matrix_groups",
     "report",
     "rounding_bound",
     "search",
+    "sets",
     "verdicts",
     "worst_case",
 ]

@@ -103,26 +103,29 @@ def _build(kernel: Kernel, args: tuple[Any, ...], devices: Sequence[Any], traced
 
 
 def program_for(
-    kernel: Kernel, args: tuple[Any, ...], devices: Sequence[Any], static: bool
+    kernel: Kernel, args: tuple[Any, ...], devices: Sequence[Any], static: bool, fingerprint: Any = None
 ) -> tuple[Program, list[Any]]:
     """The compiled program for this kernel and these arguments, and the closed-over values to run
-    it with. ``static``: the kernel's f is identified by its structure (no re-trace needed)."""
+    it with. ``static``: the kernel's f is identified by its structure (no re-trace needed);
+    otherwise an unchanged ``fingerprint`` (not ``None``) of a plain callable spares the re-trace."""
     key = (kernel, _signature(args), tuple(devices[: kernel.shards]))
     program = _CACHE.get(key)
-    if program is not None and static:
+    if program is not None and (static or (fingerprint is not None and fingerprint == program.fingerprint)):
         _COUNTS["hits"] += 1
         _CACHE.move_to_end(key)
         return program, program.consts
-    if program is not None:  # a plain callable: trace again and compare
+    if program is not None:  # a plain callable that may have changed: trace again and compare
         _COUNTS["traces"] += 1
         fresh = trace(program.kernel, program._padded(args))
         if str(fresh[0].jaxpr) == program.text:
             _COUNTS["hits"] += 1
             _CACHE.move_to_end(key)
-            return program, list(fresh[0].consts)
+            program.consts, program.fingerprint = list(fresh[0].consts), fingerprint
+            return program, program.consts
         program = _build(program.kernel, args, devices, fresh)
     else:
         program = _build(kernel, args, devices)
+    program.fingerprint = fingerprint
     _CACHE[key] = program
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

@@ -9,6 +9,7 @@ assembles a ``CheckResult`` per output part. ``docs/architecture.md`` draws the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 
 from equivax import _arguments as arguments
-from equivax import verdicts
+from equivax import actions, verdicts
 from equivax._cache import enable_persistent_cache, program_for
 from equivax._kernel import Kernel, batch_size
 from equivax._measure import measure
@@ -24,7 +25,7 @@ from equivax._observers import notify
 from equivax._program import Program
 from equivax._sharding import as_devices
 from equivax._statistics import batched
-from equivax._traced import split
+from equivax._traced import fingerprint, split
 from equivax.groups import Group
 from equivax.result import CheckResult
 
@@ -41,6 +42,7 @@ class _Prepared:
     atol: float | None
     notes: tuple[str, ...]
     resampling_tolerance: float | None
+    refresh: Any = None  # re-takes a plain callable's fingerprint once every trace of the check is done
 
 
 def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, rtol, atol, each_output) -> _Prepared:
@@ -51,9 +53,7 @@ def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, 
     x = arguments.as_input(x)
     in_action = arguments.as_action(in_action, group, "in_action")
     out_action = arguments.as_action(out_action, group, "out_action")
-    arguments.check_fits(group, x, in_action)
-    arguments.check_orientations(group, in_action, "in_action")
-    arguments.check_orientations(group, out_action, "out_action")
+    actions.validate(in_action, group, x, "in_action")
     chosen = arguments.as_elements(group, elements)
     traced = split(f)
     devices = as_devices(devices)
@@ -61,12 +61,15 @@ def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, 
     kernel = Kernel(traced.fn, in_action, out_action, chunk, each_output, shards)
     args = (traced.params, x, chosen)
     enable_persistent_cache()
-    program, consts = program_for(kernel, args, devices, static=traced.key is not None)
+    program, consts = program_for(kernel, args, devices, static=traced.key is not None, fingerprint=traced.fingerprint)
     program.bind(traced.params, x)
-    arguments.check_out_size(group, out_action, program.out_shape[0])
-    tolerances = [getattr(a, "resampling_tolerance", None) for a in (in_action, out_action)]
+    actions.validate(out_action, group, program.out_shape[0], "out_action")
+    arguments.probe_user_action(in_action, group, x, "in_action")
+    tolerances = [actions.resampling_tolerance(a) for a in (in_action, out_action)]
     tolerances = [t for t in (*tolerances, group.resampling_tolerance) if t is not None]
-    return _Prepared(group, program, consts, args, rtol, atol, traced.notes, max(tolerances, default=None))
+    refresh = None if traced.key is not None else functools.partial(fingerprint, f)
+    notes = (*traced.notes, *([group.note] if getattr(group, "note", None) else []))
+    return _Prepared(group, program, consts, args, rtol, atol, notes, max(tolerances, default=None), refresh)
 
 
 def _results(p: _Prepared) -> list[CheckResult]:
@@ -78,6 +81,8 @@ def _results(p: _Prepared) -> list[CheckResult]:
         tolerance=p.rtol is not None or p.atol is not None,
         resampling_tolerance=p.resampling_tolerance,
     )
+    if p.refresh is not None:  # what f reads after its traces (a trace may append to a list it closes over)
+        p.program.fingerprint = p.refresh()
     x, chosen = p.args[1], np.asarray(p.args[2])
     labels = tuple(p.group.labels[p.group.index(e)] for e in chosen)
     each = p.program.kernel.each_output

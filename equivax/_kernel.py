@@ -18,7 +18,7 @@ from equivax import actions as actions_lib
 from equivax._statistics import batched, element_stats, error_map
 from equivax._traced import same, stable_hash
 
-__all__ = ["Kernel", "batch_size"]
+__all__ = ["Kernel", "batch_size", "same_layout"]
 
 
 def batch_size(x: Any) -> int:
@@ -33,32 +33,6 @@ def _leaf_actions(out_action: Any, y: Any) -> list[Any]:
         return [out_action] * n
     parts = out_action.treedef.flatten_up_to(y)
     return [act for act, part in zip(out_action.leaves, parts, strict=True) for _ in jax.tree.leaves(part)]
-
-
-def _leafwise(action: Any) -> bool:
-    flag = getattr(action, "leafwise", None)
-    if flag is None:  # TODO(protocol): read only the attribute once every built-in action declares it
-        from equivax import continuous
-
-        builtins = (actions_lib.ImageAction, actions_lib.RegularAction, continuous.ShiftAction)
-        flag = isinstance(action, (*builtins, continuous.RotationAction, continuous.ScalingAction))
-    return bool(flag)
-
-
-def apply(action: Any, g: jax.Array, y: Any, role: str = "out_action") -> Any:
-    """``action(g, y)``; an action that acts leaf by leaf, given a pytree, acts on each leaf."""
-    if isinstance(action, actions_lib.TreeAction):
-        try:
-            action.treedef.flatten_up_to(y)
-        except (ValueError, TypeError) as err:
-            what = "x" if role == "in_action" else "f's output"
-            raise ValueError(
-                f"{role} is a pytree of actions {action.treedef} that does not match {what} "
-                f"{jax.tree.structure(y)}: give one action per leaf (or a single action for all)"
-            ) from err
-    if _leafwise(action) and not isinstance(y, jax.Array):
-        return jax.tree.map(lambda leaf: action(g, leaf), y)
-    return action(g, y)
 
 
 def same_layout(expected: Any, got: Any, what: str, fix: str) -> None:
@@ -117,9 +91,9 @@ class Kernel:
         n = batch_size(x)
 
         def one(g: jax.Array) -> dict[str, Any]:
-            gx = apply(self.in_action, g, x, "in_action")
+            gx = actions_lib.apply(self.in_action, g, x)
             same_layout(x, gx, "in_action(g, x)", "x has")
-            target = apply(self.out_action, g, y)
+            target = actions_lib.apply(self.out_action, g, y)
             same_layout(y, target, "out_action(g, f(x))", "f(x) has")
             y_g = self.fn(params, gx)
             in_defined = actions_lib.is_defined(self.in_action, g)

@@ -14,7 +14,9 @@ Nothing here decides: ``equivax.verdicts.decide`` does, from the ``Measurements`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -34,6 +36,14 @@ __all__ = ["SATURATED_ROUNDING", "measure"]
 SATURATED_ROUNDING = 1e-3
 
 _EPS64 = eps(np.float64)
+
+
+@contextlib.contextmanager
+def _other_precision() -> Iterator[None]:
+    """float64 enabled, and JAX's standard promotion: the re-run mirrors a traced program, whose
+    dtypes were settled when it was traced, whatever promotion mode the caller runs under."""
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        yield
 
 
 def _parts(y: Any, each_output: bool) -> list[Any]:
@@ -114,7 +124,7 @@ def measure(
     other = np.float32 if f64 else np.float64
     other_name = np.dtype(other).name
     try:
-        with jax.enable_x64(True):
+        with _other_precision():
             y_other, stats_other = program.run_in(other, consts, params, x, chosen)
             y_other = jax.tree.map(np.asarray, y_other)
     except RetypeError as err:
@@ -138,7 +148,7 @@ def measure(
         measured.append(dataclasses.replace(m, rel_other=rel_other, other_finite=other_finite, rounding=rounding))
 
     if any(np.nanmax(np.append(m.rounding, 0)) > SATURATED_ROUNDING for m in measured):
-        with jax.enable_x64(True):
+        with _other_precision():
             y_nudged, _ = program.run_in(np.float64, consts, params, _nudged(x), chosen)
             nudged_parts = _parts(jax.tree.map(np.asarray, y_nudged), program.kernel.each_output)
         measured = [
@@ -152,16 +162,17 @@ def measure(
     for m in measured:
         suspects |= verdicts.candidates(m)
     if suspects.any() and program.stored_eps(consts, params, np.asarray(elements)) > _EPS64:
-        measured = _resolution(program, consts, args, measured, np.flatnonzero(suspects))
+        measured = _resolution(program, consts, args, measured, subset)
     return Measured(y, stats, measured)
 
 
 def _resolution(program: Program, consts: list[Any], args: tuple[Any, ...], measured: list[Any], index: np.ndarray):
-    """How far the float64 error moves when the stored values move by half an ulp of their own precision."""
+    """How far the float64 error moves when the stored values move by half an ulp of their own
+    precision. Run on the same elements as the re-run, so its compiled program serves again."""
     params, x, elements = args
     chosen = np.asarray(elements)[index]
     moved = []
-    with jax.enable_x64(True):
+    with _other_precision():
         for seed in (1, 2):
             _, stats_p = program.run_in(np.float64, consts, params, x, chosen, seed=seed)
             moved.append([np.asarray(part["rel"], np.float64).reshape(len(index), -1) for part in stats_p["parts"]])

@@ -21,7 +21,7 @@ from jax.extend import core as jex
 
 from equivax._kernel import Kernel
 from equivax._sharding import Placement, padded_count
-from equivax.precision import retype_value, retyped
+from equivax.precision import RetypeError, retype_value, retyped
 
 __all__ = ["Program", "trace"]
 
@@ -150,6 +150,7 @@ class Program:
             traced = trace(kernel, padded)
         self.closed, self.out_shape = traced
         self.text = str(self.closed.jaxpr)  # what a fresh trace is compared with
+        self.fingerprint: Any = None  # of the plain callable it was last traced from (see _traced)
         self.consts = list(self.closed.consts)
         self.out_tree = jax.tree.structure(self.out_shape)
         self.run = jax.jit(jex.jaxpr_as_fun(hoisted(self.closed)))
@@ -185,7 +186,13 @@ class Program:
             if count != self.count:  # a subset of the elements: the same kernel traced for fewer
                 elements = np.zeros((padded_count(count, self.multiple), *self.out_elements_shape), self.elements_dtype)
                 closed = trace(self.kernel, (self._params_shape, self._x_shape, elements))[0]
-            self._other[key] = (jax.jit(retyped(hoisted(closed), float_dtype)), closed)
+            fn = retyped(hoisted(closed), float_dtype)
+            if fn.fixed_precision:
+                raise RetypeError(
+                    f"f calls foreign code ({', '.join(sorted(fn.fixed_precision))}) that computes in its declared "
+                    "precision, so another precision cannot resolve its rounding"
+                )
+            self._other[key] = (jax.jit(fn), closed)
         return self._other[key]
 
     @property

@@ -38,6 +38,7 @@ def _relative(xp: Any, got: Any, want: Any) -> Any:
     largest = xp.maximum(xp.max(xp.abs(got), axis=1), xp.max(xp.abs(want), axis=1))
     _, exponent = xp.frexp(xp.where(largest > 0, largest, 1))
     factor = xp.ldexp(xp.ones_like(largest), -xp.clip(exponent, -100, 100))[:, None]  # exact, normal
+    factor = factor.astype(got.dtype)  # complex rows: a complex factor with zero imaginary part
     num = xp.sqrt(xp.sum(xp.square(xp.abs(got * factor - want * factor)), axis=1))
     den = xp.sqrt(xp.sum(xp.square(xp.abs(want * factor)), axis=1))
     safe = xp.where(den > 0, den, 1)

@@ -6,8 +6,11 @@ Three kinds of ``f`` are told apart:
   compiled check, so a module updated in place (a training step) re-uses the compiled program;
 - a callable JAX pytree (an Equinox module, ``jax.tree_util.Partial(apply_fn, params)``): its
   array leaves are the parameters, everything else is static structure;
-- any other callable: traced afresh on every check, so values it closes over are read each time
-  (the compiled program is still re-used when the traced program is the same).
+- any other callable: its program is re-used without tracing only while a *fingerprint* of
+  what it can read is unchanged (the cells it closes over, its defaults and the globals its code
+  names, walked into containers and object attributes); when the fingerprint changes, or
+  cannot be taken, f is traced again and the fresh program compared with the compiled one, so
+  values it closes over are always current.
 
 ``key`` is what identifies the traced program without tracing (``None`` for plain callables).
 """
@@ -15,6 +18,8 @@ Three kinds of ``f`` are told apart:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -49,12 +54,105 @@ def same(a: Any, b: Any) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Traced:
-    """``fn(params, x)``, its parameters, a static key (or ``None``) and notes for the result."""
+    """``fn(params, x)``, its parameters, a static key (or ``None``), the fingerprint of a plain
+    callable (``None`` when it cannot be taken) and notes for the result."""
 
     fn: Callable[[Any, Any], Any]
     params: Any
     key: Any
     notes: tuple[str, ...] = ()
+    fingerprint: Any = None
+
+
+_SCALARS = (type(None), bool, int, float, complex, str, bytes, np.dtype, type)
+_MAX_NODES = 2000
+
+
+class _Unknown(Exception):
+    """The walk met something it cannot vouch for: trace again."""
+
+
+def fingerprint(f: Any) -> Any:
+    """What a plain callable can read, as a hashable value; ``None`` when it cannot be taken.
+
+    Arrays count by identity (JAX arrays are immutable; NumPy arrays also by their bytes), objects
+    by their attributes, functions by their code, closure, defaults and the globals they name.
+    """
+    seen: dict[int, int] = {}
+    budget = [_MAX_NODES]
+    keep: list[Any] = []  # arrays counted by identity stay alive, so no new array takes their id
+
+    def walk(obj: Any, depth: int) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0 or depth > 6:
+            raise _Unknown
+        if isinstance(obj, _SCALARS) or obj is Ellipsis:
+            return obj
+        if id(obj) in seen:
+            return ("seen", seen[id(obj)])
+        seen[id(obj)] = len(seen)
+        if isinstance(obj, jax.Array):
+            keep.append(obj)
+            return ("array", id(obj))
+        if isinstance(obj, np.ndarray | np.generic):
+            if obj.nbytes > 1 << 20:
+                raise _Unknown
+            return ("numpy", obj.dtype.str, obj.shape, obj.tobytes())
+        if isinstance(obj, tuple | list | set | frozenset):
+            return (type(obj).__name__, tuple(walk(item, depth + 1) for item in obj))
+        if isinstance(obj, dict):
+            return ("dict", tuple((walk(k, depth + 1), walk(v, depth + 1)) for k, v in obj.items()))
+        if isinstance(obj, types.ModuleType):
+            return ("module", obj.__name__)
+        if isinstance(obj, types.BuiltinFunctionType | types.BuiltinMethodType):
+            return ("builtin", id(obj))
+        if isinstance(obj, types.MethodType):
+            return ("method", walk(obj.__func__, depth + 1), walk(obj.__self__, depth + 1))
+        if isinstance(obj, functools.partial):
+            return ("partial", walk(obj.func, depth + 1), walk(obj.args, depth + 1), walk(obj.keywords, depth + 1))
+        if isinstance(obj, types.FunctionType):
+            code = obj.__code__
+            cells = tuple(walk(c.cell_contents, depth + 1) for c in obj.__closure__ or () if _filled(c))
+            names = tuple((n, walk(obj.__globals__[n], depth + 1)) for n in code.co_names if n in obj.__globals__)
+            return ("function", id(code), cells, walk(obj.__defaults__, depth + 1), names)
+        if getattr(type(obj), "__module__", "").startswith(("jax", "jaxlib", "flax", "numpy")):
+            raise _Unknown  # library objects (NNX modules, tracers, shardings): trace to be sure
+        attributes = getattr(obj, "__dict__", None)
+        if attributes is None:
+            raise _Unknown
+        return ("object", type(obj), walk(attributes, depth + 1))
+
+    try:
+        return _Fingerprint(walk(f, 0), keep)
+    except (_Unknown, RecursionError, ValueError):
+        return None
+
+
+class _Fingerprint:
+    """A fingerprint's value (compared) and the arrays it names by identity (kept alive)."""
+
+    def __init__(self, value: Any, keep: list[Any]):
+        self.value, self.keep = value, keep
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Fingerprint) and _equal(self.value, other.value)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values whose == is ambiguous: not equal
+        return False
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -158,4 +256,4 @@ def split(f: Any) -> Traced:
         params = [leaf for leaf in leaves if _is_array(leaf)]
         fn = _Pytree(treedef, tuple(None if _is_array(leaf) else _Static(leaf) for leaf in leaves))
         return Traced(fn, params, fn)
-    return Traced(_Plain(f), None, None)
+    return Traced(_Plain(f), None, None, fingerprint=fingerprint(f))

@@ -281,7 +281,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     count = len(group) - 1 if chosen is None else len(chosen)
     _progress(f"checking {args.factory} under {group.name}: {count} elements, input {x.shape} ...")
     try:
-        found = report(model, x, group, elements=chosen, name=args.factory.partition(":")[2])
+        found = report(model, x, group, elements=chosen, name=args.factory.partition(":")[2], by=args.by)
     except (ValueError, TypeError) as err:
         raise UsageError(f"cannot check {args.factory}: {err}") from err
     _progress(f"done in {found.seconds:.1f} s")
@@ -409,6 +409,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=("basic", "all"),
         default="basic",
         help="basic: shifts by 1 and 2 and every turn or mirror (default); all: every element of the group",
+    )
+    p_report.add_argument(
+        "--by",
+        choices=("layer", "operation"),
+        default="layer",
+        help="localise the first break to a layer (default) or to a traced operation and its source line",
     )
     p_report.add_argument("--format", choices=sorted(render.FORMATS), help="default: from -o's suffix, else text")
     p_report.add_argument("-o", "--output", help="file to write (default: print to standard output)")

@@ -22,8 +22,10 @@ sub-pixel shifts, quarter turns are exact, and derivatives are those of a smooth
 than the one-sided slopes of a piecewise polynomial at the grid points. The price: frequencies
 near Nyquist (the corners of the spectrum, which a rotation moves out of the band) and content
 cut off at the border (a jump, which rings) are resampled approximately. Rotations and scalings
-are therefore not exact group actions on a pixel grid, and their groups carry a
-``resampling_tolerance``; keep the content inside the image, and smooth, to stay well below it.
+are therefore not exact group actions on a pixel grid, and their actions carry a
+``resampling_tolerance`` (read with ``equivax.actions.resampling_tolerance``; the sampled families
+repeat it on the group for older code); keep the content inside the image, and smooth, to stay
+well below it.
 Cost: ``O((H·W)² · C)`` multiply-adds per image (two small matrix products), fine at MNIST sizes.
 
 Sign conventions (``docs/conventions.md``): a positive angle turns the image counter-clockwise as
@@ -33,6 +35,9 @@ displayed with row 0 at the top, like ``jnp.rot90``; a shift by ``(dy, dx)`` mov
 Even sizes: the Nyquist row/column of an even-sized image is a cosine that a sub-pixel shift
 multiplies by ``cos(π d)`` (the real, symmetric convention that agrees with ``jnp.roll`` at
 integers). Shifts therefore compose exactly on odd sizes and on images without Nyquist content.
+
+One concept (continuous families acting by interpolation: their actions and the sampled groups),
+a little past the project's 450-line guide.
 """
 
 from __future__ import annotations
@@ -40,11 +45,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from equivax import _planar
 from equivax.groups import Group
 
 __all__ = [
@@ -83,6 +90,17 @@ def _spatial(x: jax.Array, name: str) -> tuple[int, int]:
 
 def _float_dtype(x: jax.Array):
     return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.result_type(float)
+
+
+def _validate(group: Group, x: Any, role: str, what: str, size: int, example: str, family: str) -> None:
+    """Elements of length ``size`` (like ``example``), and an NHWC batch (the planar actions' layout checks)."""
+    shape = np.shape(np.asarray(group.elements))[1:]
+    if shape != (size,):
+        raise ValueError(
+            f"{what} acts by elements {example}, but {group.name} has elements of shape {shape}: use "
+            f"continuous.{family}(...), or an action written for its elements"
+        )
+    _planar.check_image_layout(tuple(getattr(x, "shape", np.shape(x))), role, what)
 
 
 def _element(g, size: int, name: str, example: str) -> jax.Array:
@@ -155,7 +173,18 @@ def _centred_grid(h: int, w: int, dtype) -> tuple[jax.Array, jax.Array]:
 
 @dataclasses.dataclass(frozen=True)
 class ShiftAction:
-    """Periodic sub-pixel translation by ``g = (dy, dx)`` pixels, by a phase ramp in the FFT."""
+    """Periodic sub-pixel translation by ``g = (dy, dx)`` pixels, by a phase ramp in the FFT.
+
+    Exact at integer shifts (``jnp.roll``), and a group action on odd sizes or band-limited content;
+    ``resampling_tolerance`` is ``None``. Acts leaf by leaf on a pytree.
+    """
+
+    resampling_tolerance: ClassVar[None] = None
+    leafwise: ClassVar[bool] = True
+
+    def validate(self, group: Group, x: Any, role: str) -> None:
+        """Refuse, in one line, groups whose elements are not ``(dy, dx)`` and inputs that are not NHWC."""
+        _validate(group, x, role, "shift()", 2, "(dy, dx)", "shifts")
 
     def __call__(self, g: jax.Array, x: jax.Array) -> jax.Array:
         h, w = _spatial(x, "shift")
@@ -170,7 +199,18 @@ class ShiftAction:
 
 @dataclasses.dataclass(frozen=True)
 class RotationAction:
-    """Rotation by ``g = (angle,)`` radians, counter-clockwise, about the image centre."""
+    """Rotation by ``g = (angle,)`` radians, counter-clockwise, about the image centre.
+
+    Not an exact group action on a pixel grid: a structural error up to ``resampling_tolerance``
+    (relative) is resampling, not a broken symmetry. Acts leaf by leaf on a pytree.
+    """
+
+    resampling_tolerance: float | None = ROTATION_TOLERANCE
+    leafwise: ClassVar[bool] = True
+
+    def validate(self, group: Group, x: Any, role: str) -> None:
+        """Refuse, in one line, groups whose elements are not ``(angle,)`` and inputs that are not NHWC."""
+        _validate(group, x, role, "rotate()", 1, "(angle,)", "rotations")
 
     def __call__(self, g: jax.Array, x: jax.Array) -> jax.Array:
         h, w = _spatial(x, "rotate")
@@ -186,7 +226,17 @@ class RotationAction:
 
 @dataclasses.dataclass(frozen=True)
 class ScalingAction:
-    """Scaling by ``exp(g[0])`` about the image centre (``g = (log_scale,)``; > 0 magnifies)."""
+    """Scaling by ``exp(g[0])`` about the image centre (``g = (log_scale,)``; > 0 magnifies).
+
+    Interpolated like ``RotationAction``, with its own ``resampling_tolerance``.
+    """
+
+    resampling_tolerance: float | None = SCALING_TOLERANCE
+    leafwise: ClassVar[bool] = True
+
+    def validate(self, group: Group, x: Any, role: str) -> None:
+        """Refuse, in one line, groups whose elements are not ``(log_scale,)`` and inputs that are not NHWC."""
+        _validate(group, x, role, "scale()", 1, "(log_scale,)", "scalings")
 
     def __call__(self, g: jax.Array, x: jax.Array) -> jax.Array:
         h, w = _spatial(x, "scale")
@@ -213,11 +263,25 @@ def shift() -> ShiftAction:
     return ShiftAction()
 
 
-def rotate() -> RotationAction:
+def _tolerance(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value >= 0:
+        raise ValueError(f"resampling_tolerance must be a number ≥ 0 or None, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"resampling_tolerance must be finite, got {value!r}")
+    return float(value)
+
+
+def rotate(resampling_tolerance: float | None = ROTATION_TOLERANCE) -> RotationAction:
     """The rotation action ``act((angle,), x)``: turn NHWC images by ``angle`` radians about their centre.
 
     Counter-clockwise for positive angles, as ``jnp.rot90(x, 1, axes=(1, 2))`` at ``π/2``, for odd
     and even sizes. Differentiable in the angle.
+
+    Args:
+      resampling_tolerance: the relative error up to which a check calls a structural error
+        ``"approximate"`` (resampling) rather than ``"broken"``; ``None`` treats the action as exact.
 
     Returns:
       An action; the element is a length-1 float array ``(angle,)``.
@@ -229,11 +293,14 @@ def rotate() -> RotationAction:
       >>> bool(jnp.allclose(y, jnp.rot90(x, 1, axes=(1, 2)), atol=1e-5))
       True
     """
-    return RotationAction()
+    return RotationAction(_tolerance(resampling_tolerance))
 
 
-def scale() -> ScalingAction:
+def scale(resampling_tolerance: float | None = SCALING_TOLERANCE) -> ScalingAction:
     """The scaling action ``act((log_scale,), x)``: magnify NHWC images by ``exp(log_scale)`` about their centre.
+
+    Args:
+      resampling_tolerance: as for ``rotate``.
 
     Returns:
       An action; the element is a length-1 float array ``(log_scale,)``.
@@ -244,7 +311,7 @@ def scale() -> ScalingAction:
       >>> bool(jnp.allclose(scale()(jnp.array([0.0]), x), x, atol=1e-5))
       True
     """
-    return ScalingAction()
+    return ScalingAction(_tolerance(resampling_tolerance))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -323,7 +390,8 @@ def rotations(
         ``C_n``, exactly closed under composition modulo 2π); with ``max_angle``, ``n`` angles evenly
         spaced in ``[-max_angle, max_angle]``.
       max_angle: the largest angle of the evenly spaced family (radians).
-      tolerance: the group's ``resampling_tolerance``, default ``ROTATION_TOLERANCE``.
+      tolerance: the ``resampling_tolerance`` of the action (repeated on the group), default
+        ``ROTATION_TOLERANCE``.
 
     Returns:
       A ``Group`` with float32 elements ``(angle,)``, labels like
@@ -345,7 +413,8 @@ def rotations(
         values = np.linspace(-float(max_angle), float(max_angle), _count(n, "angles"))
     table = _with_identity(values[:, None])
     labels = ["e" if a == 0 else f"rot({math.degrees(a):.1f}°)" for a in table[:, 0]]
-    return _family(f"rotations({len(table)})", table, labels, rotate(), tolerance)
+    tolerance = _tolerance(tolerance)
+    return _family(f"rotations({len(table)})", table, labels, rotate(tolerance), tolerance)
 
 
 def scalings(
@@ -361,7 +430,8 @@ def scalings(
       factors: the scale factors to keep (> 0; above 1 magnifies); the identity is added first.
       n: instead of ``factors``: ``n`` factors geometrically spaced in ``[1/max_factor, max_factor]``.
       max_factor: the largest factor of the spaced family (> 1, default 1.25).
-      tolerance: the group's ``resampling_tolerance``, default ``SCALING_TOLERANCE``.
+      tolerance: the ``resampling_tolerance`` of the action (repeated on the group), default
+        ``SCALING_TOLERANCE``.
 
     Returns:
       A ``Group`` with float32 elements ``(log_scale,)``, labels like
@@ -383,7 +453,8 @@ def scalings(
         raise ValueError(f"scale factors must be positive, got {values.tolist()}")
     table = _with_identity(np.log(values)[:, None])
     labels = ["e" if s == 0 else f"scale({math.exp(s):.2f})" for s in table[:, 0]]
-    return _family(f"scalings({len(table)})", table, labels, scale(), tolerance)
+    tolerance = _tolerance(tolerance)
+    return _family(f"scalings({len(table)})", table, labels, scale(tolerance), tolerance)
 
 
 def shifts(

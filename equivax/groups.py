@@ -11,21 +11,51 @@ circularly by ``dy`` rows and ``dx`` columns (``jnp.roll``). Because every built
 encoding, one image action (``equivax.actions.image``) serves them all, and a traced element
 can be composed, inverted and applied without Python branches.
 
-User groups come from ``finite``: any stack of element arrays with a composition function
-(matrix product by default); closure, identity and inverses are derived and validated from the
-Cayley table.
+The law itself (composition, inverse, labels) lives in ``equivax._planar``, shared with the
+actions and the layers.
+
+User groups come from ``finite``: a list of elements, or generators whose closure is computed,
+with a composition function (matrix product by default); closure, identity, inverses and labels
+(shortest words in the generators) are derived from the Cayley table, computed on the host in the
+elements' dtype and matched with a dtype-scaled tolerance.
+
+This file holds one concept, the ``Group`` type and the constructors of every built-in family,
+and runs a little past the project's 450-line guide for it; the machinery behind ``finite``
+(tolerant row matching, closure, the Cayley table, word labels) lives in ``equivax._cayley``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+
+from equivax import _planar
+from equivax._cayley import (
+    Lookup,
+    Products,
+    TableLaw,
+    cayley_table,
+    closure,
+    default_tolerance,
+    first_of_each,
+    flat_rows,
+    greedy_generators,
+    identity_and_inverses,
+    matmul,
+    nearest_row,
+    reached_from,
+    word_labels,
+)
+from equivax._planar import POINT_C4 as POINT_C4  # re-exported: the point groups and the planar law
+from equivax._planar import POINT_D4 as POINT_D4
+from equivax._planar import POINT_FLIPS as POINT_FLIPS
+from equivax._planar import POINT_TRIVIAL as POINT_TRIVIAL
+from equivax._planar import rotate_vector as rotate_vector
 
 __all__ = [
     "Group",
@@ -40,13 +70,6 @@ __all__ = [
 ]
 
 Element = Any  # a (d,) array; traced inside checks
-
-#: The point groups of the planar encoding, as ordered tuples of (k, m). The order fixes the
-#: orientation axis of group feature maps: index ``k + 4 m`` for D4, ``k`` for C4.
-POINT_TRIVIAL = ((0, 0),)
-POINT_C4 = ((0, 0), (1, 0), (2, 0), (3, 0))
-POINT_FLIPS = ((0, 0), (0, 1))
-POINT_D4 = (*POINT_C4, (0, 1), (1, 1), (2, 1), (3, 1))
 
 
 @jax.tree_util.register_pytree_node_class
@@ -66,9 +89,12 @@ class Group:
         fixes the orientation axis of the regular action. ``None`` for user groups.
       image_action: the group's natural action on NHWC images, used when ``check`` is given no
         action; ``None`` when the group has none (then pass actions explicitly).
-      resampling_tolerance: for sampled continuous families acting by interpolation (not exactly a
-        group action on a pixel grid): the relative error up to which ``check`` calls a structural
-        error ``"approximate"`` instead of ``"broken"``. ``None`` for exact actions.
+      resampling_tolerance: deprecated here; it belongs to the interpolating action (read it with
+        ``equivax.actions.resampling_tolerance(action)``). Kept, equal to the action's, for the
+        sampled continuous families.
+      match_tolerance: the largest difference per entry at which a concrete array is taken for an
+        element (``index``, ``label``, ``inverse``); ``None`` derives it from the elements' dtype:
+        0 for integers, ``sqrt(eps) · max(1, max |element|)`` for floats.
     """
 
     name: str
@@ -81,6 +107,7 @@ class Group:
     point_group: tuple[tuple[int, int], ...] | None = None
     image_action: Callable[[Element, jax.Array], jax.Array] | None = None
     resampling_tolerance: float | None = None
+    match_tolerance: float | None = None
 
     # -- pytree: the elements are the data; everything else is static structure ----------------
     def tree_flatten(self):
@@ -97,7 +124,16 @@ class Group:
         return self.compose_fn(g, h)
 
     def inverse(self, g: Element) -> Element:
-        """Return ``g⁻¹``."""
+        """Return ``g⁻¹``; a concrete non-member raises ``ValueError`` (see ``index``).
+
+        Traced elements cannot raise: a traced non-member of a ``finite`` group gives NaN (float
+        elements) or the dtype's minimum (integer elements), which no later lookup accepts.
+        """
+        try:
+            concrete = np.asarray(g)
+        except jax.errors.TracerArrayConversionError:
+            return self.inverse_fn(g)
+        self.index(concrete)
         return self.inverse_fn(g)
 
     def __len__(self) -> int:
@@ -112,8 +148,18 @@ class Group:
         table = np.asarray(self.elements)
         return {row.tobytes(): i for i, row in reversed(list(enumerate(table)))}
 
+    @functools.cached_property
+    def tolerance(self) -> float:
+        """The matching tolerance in use: ``match_tolerance``, or the one derived from the dtype."""
+        if self.match_tolerance is not None:
+            return float(self.match_tolerance)
+        return default_tolerance(np.asarray(self.elements))
+
     def index(self, g: Element) -> int:
-        """Index of element ``g`` (a concrete array), or raise ``ValueError`` if it is not in the group."""
+        """Index of element ``g`` (a concrete array), or raise ``ValueError`` if it is not in the group.
+
+        Float elements match within ``tolerance`` (the nearest one wins); others match exactly.
+        """
         table = np.asarray(self.elements)
         g = np.asarray(g)
         if g.shape != table.shape[1:]:
@@ -121,8 +167,13 @@ class Group:
                 f"element {g.tolist()} has shape {g.shape}, but elements of {self.name} have shape "
                 f"{table.shape[1:]}; draw elements from group.elements"
             )
-        position = self._positions.get(g.astype(table.dtype).tobytes())
-        if position is None or not np.array_equal(table[position], g):
+        if self.tolerance > 0:
+            position = nearest_row(flat_rows(table), flat_rows(g[None])[0], self.tolerance)
+        else:
+            position = self._positions.get(g.astype(table.dtype).tobytes())
+            if position is not None and not np.array_equal(table[position], g):
+                position = None
+        if position is None:
             raise ValueError(
                 f"element {g.tolist()} is not in {self.name}; pick one of group.elements "
                 f"(e.g. {table[min(1, len(table) - 1)].tolist()})"
@@ -149,90 +200,31 @@ class Group:
 # ------------------------------------------------------------------------------------------------
 
 
-def rotate_vector(k, m, v):
-    """Apply the linear part ``A^k M^m`` to a displacement ``v = (dy, dx)`` (integers, traceable).
-
-    ``M`` mirrors the width axis, ``(dy, dx) -> (dy, -dx)``; ``A`` is the quarter turn of
-    ``jnp.rot90(..., axes=(1, 2))``, which moves a displacement ``(dy, dx)`` to ``(-dx, dy)``.
-    """
-    dy, dx = v[0], jnp.where(m == 1, -v[1], v[1])
-    k = k % 4
-    ry = jnp.select([k == 0, k == 1, k == 2], [dy, -dx, -dy], dx)
-    rx = jnp.select([k == 0, k == 1, k == 2], [dx, dy, -dx], -dy)
-    return jnp.stack([ry, rx])
-
-
-@dataclasses.dataclass(frozen=True)
-class _PlanarLaw:
-    """Composition and inverse of planar elements, translations taken modulo ``shape``."""
-
-    shape: tuple[int, int] | None
-
-    def _wrap(self, t):
-        if self.shape is None:
-            return jnp.zeros_like(t)
-        return t % jnp.asarray(self.shape, dtype=t.dtype)
-
-    def compose(self, g, h):
-        g, h = jnp.asarray(g), jnp.asarray(h)
-        k = (g[2] + (1 - 2 * g[3]) * h[2]) % 4
-        m = (g[3] + h[3]) % 2
-        t = self._wrap(g[:2] + rotate_vector(g[2], g[3], h[:2]))
-        return jnp.concatenate([t, jnp.stack([k, m])]).astype(g.dtype)
-
-    def inverse(self, g):
-        g = jnp.asarray(g)
-        k = ((2 * g[3] - 1) * g[2]) % 4
-        m = g[3]
-        t = self._wrap(-rotate_vector(k, m, g[:2]))
-        return jnp.concatenate([t, jnp.stack([k, m])]).astype(g.dtype)
-
-
-def _signed(t: int, n: int) -> int:
-    """Shift ``t`` modulo ``n`` written in ``(-n/2, n/2]`` for labels."""
-    t = t % n
-    return t - n if t > n // 2 else t
-
-
-def _planar_label(g: np.ndarray, shape: tuple[int, int] | None) -> str:
-    dy, dx, k, m = (int(v) for v in g)
-    parts = []
-    if shape is not None and (dy or dx):
-        parts.append(f"shift({_signed(dy, shape[0])},{_signed(dx, shape[1])})")
-    if k:
-        parts.append(f"r{k}")
-    if m:
-        parts.append("m")
-    return "·".join(parts) or "e"
-
-
 def _check_size(name: str, value: int) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer image size, got {value!r}")
     return int(value)
 
 
-def _planar(
+def _planar_group(
     name: str,
     shifts: np.ndarray,
     points: tuple[tuple[int, int], ...],
     shape: tuple[int, int] | None,
 ) -> Group:
-    from equivax.actions import image  # actions depend on the encoding defined here
-
     rows = [(dy, dx, k, m) for dy, dx in shifts for k, m in points]
     elements = np.asarray(rows, dtype=np.int32).reshape(-1, 4)
-    law = _PlanarLaw(shape)
+    law = _planar.PlanarLaw(shape)
     return Group(
         name=name,
         elements=elements,
-        labels=tuple(_planar_label(g, shape) for g in elements),
+        labels=tuple(_planar.label(g, shape) for g in elements),
         identity=np.zeros(4, dtype=np.int32),
         compose_fn=law.compose,
         inverse_fn=law.inverse,
         shape=shape,
         point_group=points,
-        image_action=image(),
+        image_action=_planar.ImageAction(),
     )
 
 
@@ -295,22 +287,22 @@ def translations(
     else:
         table = _all_shifts(h, w)
         name = f"translations({h}x{w})"
-    return _planar(name, table, POINT_TRIVIAL, (h, w))
+    return _planar_group(name, table, POINT_TRIVIAL, (h, w))
 
 
 def rotations() -> Group:
     """C4: rotations by multiples of 90° about the image centre (counter-clockwise, as ``jnp.rot90``)."""
-    return _planar("C4", np.zeros((1, 2), np.int32), POINT_C4, None)
+    return _planar_group("C4", np.zeros((1, 2), np.int32), POINT_C4, None)
 
 
 def flips() -> Group:
     """The mirror of the width axis (``jnp.flip(x, axis=2)``) and the identity."""
-    return _planar("flips", np.zeros((1, 2), np.int32), POINT_FLIPS, None)
+    return _planar_group("flips", np.zeros((1, 2), np.int32), POINT_FLIPS, None)
 
 
 def dihedral() -> Group:
     """D4: the 8 symmetries of the square, elements ``r^k m^m`` (mirror first, then rotate)."""
-    return _planar("D4", np.zeros((1, 2), np.int32), POINT_D4, None)
+    return _planar_group("D4", np.zeros((1, 2), np.int32), POINT_D4, None)
 
 
 def _square(name: str, h: int, w: int | None) -> tuple[int, int]:
@@ -331,7 +323,7 @@ def p4(h: int, w: int | None = None, *, stride: int | None = None) -> Group:
     h, w = _square("p4", h, w)
     shifts = translations(h, w, stride=stride).elements[:, :2] if stride else _all_shifts(h, w)
     suffix = f", stride={stride}" if stride else ""
-    return _planar(f"p4({h}x{w}{suffix})", np.asarray(shifts), POINT_C4, (h, w))
+    return _planar_group(f"p4({h}x{w}{suffix})", np.asarray(shifts), POINT_C4, (h, w))
 
 
 def p4m(h: int, w: int | None = None, *, stride: int | None = None) -> Group:
@@ -339,115 +331,147 @@ def p4m(h: int, w: int | None = None, *, stride: int | None = None) -> Group:
     h, w = _square("p4m", h, w)
     shifts = translations(h, w, stride=stride).elements[:, :2] if stride else _all_shifts(h, w)
     suffix = f", stride={stride}" if stride else ""
-    return _planar(f"p4m({h}x{w}{suffix})", np.asarray(shifts), POINT_D4, (h, w))
+    return _planar_group(f"p4m({h}x{w}{suffix})", np.asarray(shifts), POINT_D4, (h, w))
 
 
-# ------------------------------------------------------------------------------------------------
-# User groups
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _TableLaw:
-    """Composition by a user function, inverse by lookup in the Cayley table."""
-
-    elements: np.ndarray
-    compose_fn: Callable[[Element, Element], Element]
-    inverse_index: np.ndarray
-
-    def compose(self, g, h):
-        return self.compose_fn(g, h)
-
-    def inverse(self, g):
-        table = jnp.asarray(self.elements)
-        flat = table.reshape(len(table), -1)
-        hit = jnp.all(flat == jnp.reshape(jnp.asarray(g, table.dtype), (1, -1)), axis=1)
-        return table[jnp.asarray(self.inverse_index)[jnp.argmax(hit)]]
-
-
-def _matmul(g, h):
-    return jnp.matmul(g, h)
+def _stack(items: Any, what: str) -> np.ndarray:
+    if isinstance(items, np.ndarray):
+        table = items
+    else:
+        items = list(items)
+        if not items:
+            raise ValueError(f"finite() got an empty list of {what}: pass at least one, e.g. the identity")
+        try:
+            table = np.stack([np.asarray(e) for e in items])
+        except ValueError as err:
+            raise ValueError(f"the {what} must all have one shape ({err}); pass arrays of equal shape") from None
+    if len(table) == 0:
+        raise ValueError(f"finite() got an empty stack of {what}: pass at least one, e.g. the identity")
+    if not (np.issubdtype(table.dtype, np.number) or table.dtype == bool):
+        raise TypeError(f"the {what} have dtype {table.dtype}; pass numeric arrays (matrices or integer codes)")
+    return table
 
 
 def finite(
-    elements: Sequence[Any] | np.ndarray,
+    elements: Sequence[Any] | np.ndarray | None = None,
     *,
+    generators: Sequence[Any] | Mapping[str, Any] | np.ndarray | None = None,
     labels: Sequence[str] | None = None,
     name: str = "finite",
     compose: Callable[[Element, Element], Element] | None = None,
     action: Callable[[Element, jax.Array], jax.Array] | None = None,
+    tolerance: float | None = None,
+    max_size: int = 20_000,
 ) -> Group:
-    """A user-defined finite group from a list (or stack) of its elements.
+    """A user-defined finite group, from its elements or from generators.
 
-    The Cayley table is computed once to validate closure and to find the identity and every
-    inverse, so any group with up to a few thousand elements works.
+    The Cayley table is computed on the host (CPU), vectorised, in the elements' dtype, to validate
+    closure and associativity and to find the identity and every inverse. Float elements (rotation
+    matrices, say) are matched within a dtype-scaled tolerance, so products that differ from an
+    element by rounding still land on it. Groups of several thousand elements build in seconds.
 
     Args:
-      elements: the elements, e.g. permutation or orthogonal matrices, or integer codes.
-      labels: one label per element (default ``"g0"``, ``"g1"``, ...).
+      elements: every element, e.g. permutation or orthogonal matrices, or integer codes. Kept in
+        the given order.
+      generators: instead of (or besides) ``elements``: elements that generate the group, as a list
+        (named ``s1, s2, ...``) or a dict ``{"r": R, "m": M}``. Their closure is computed and ordered
+        by shortest word (identity first). Given both, the generators must generate the elements.
+      labels: one label per element. By default each element is labelled by its shortest word in
+        the generators (``"e"``, ``"r"``, ``"r²"``, ``"r³·m"``); with ``elements`` alone, generators
+        ``s1, s2, ...`` are picked in list order, each the first element the earlier ones miss.
       name: a name for reports.
       compose: ``compose(g, h) -> g·h`` on single elements, traceable; the default is the matrix
         product, for elements that are square matrices.
       action: the group's natural action on inputs, used when ``check`` is given none.
+      tolerance: the largest difference per entry at which two elements are equal; default
+        ``default_tolerance(elements)`` (0 for integers, ``sqrt(eps)`` scaled for floats).
+      max_size: the most elements the closure of ``generators`` may reach before it is refused.
+
+    Returns:
+      The ``Group``; ``index``, ``label`` and ``inverse`` refuse arrays that are no element.
 
     Examples:
       >>> import numpy as np, equivax
+      >>> r = np.array([[0, -1], [1, 0]])  # a quarter turn
+      >>> m = np.array([[1, 0], [0, -1]])  # a mirror
+      >>> d4 = equivax.groups.finite(generators={"r": r, "m": m}, name="D4")
+      >>> len(d4), d4.labels
+      (8, ('e', 'r', 'm', 'r²', 'r·m', 'm·r', 'r³', 'r²·m'))
       >>> swap = np.array([[0, 1], [1, 0]])
       >>> g = equivax.groups.finite([np.eye(2, dtype=int), swap], labels=["e", "swap"])
       >>> len(g), g.label(swap)
       (2, 'swap')
     """
-    table = np.stack([np.asarray(e) for e in elements])
-    n = len(table)
-    if n == 0:
-        raise ValueError("a group needs at least one element (the identity)")
+    if elements is None and generators is None:
+        raise ValueError("finite() needs its elements or its generators: pass elements=[...] or generators=[...]")
+    if isinstance(generators, Mapping):
+        names, generators = [str(k) for k in generators], _stack(list(generators.values()), "generators")
+    elif generators is not None:
+        generators = _stack(generators, "generators")
+        names = [f"s{i + 1}" for i in range(len(generators))]
+    table = _stack(elements, "elements") if elements is not None else generators
     if compose is None:
         if table.ndim != 3 or table.shape[1] != table.shape[2]:
             raise ValueError(
                 f"elements of shape {table.shape[1:]} are not square matrices, so the default "
                 "composition (matrix product) does not apply: pass compose=..."
             )
-        compose = _matmul
-    labels = tuple(labels) if labels is not None else tuple(f"g{i}" for i in range(n))
-    if len(labels) != n:
-        raise ValueError(f"got {len(labels)} labels for {n} elements; give one label per element")
-    flat = table.reshape(n, -1)
-    if len({row.tobytes() for row in flat}) != n:
-        raise ValueError(f"the elements of {name} are not distinct; list each element once")
-    products = np.asarray(
-        jax.vmap(lambda g: jax.vmap(lambda h: compose(g, h))(jnp.asarray(table)))(jnp.asarray(table))
-    ).reshape(n, n, -1)
-    cayley = np.full((n, n), -1, dtype=np.int64)
-    for i in range(n):
-        for j in range(n):
-            hit = np.flatnonzero(np.all(np.isclose(flat, products[i, j]), axis=1))
-            if hit.size == 0:
-                raise ValueError(
-                    f"{name} is not closed: {labels[i]}·{labels[j]} = {products[i, j].tolist()} is "
-                    "not in the list; add it, or check compose"
-                )
-            cayley[i, j] = hit[0]
-    ident = [e for e in range(n) if np.all(cayley[e] == np.arange(n)) and np.all(cayley[:, e] == np.arange(n))]
-    if not ident:
-        raise ValueError(f"{name} has no identity element: include it in the list")
-    e = ident[0]
-    inverse_index = np.asarray(
-        [int(np.flatnonzero(cayley[i] == e)[0]) if np.any(cayley[i] == e) else -1 for i in range(n)]
-    )
-    if np.any(inverse_index < 0):
-        missing = labels[int(np.flatnonzero(inverse_index < 0)[0])]
-        raise ValueError(f"element {missing} of {name} has no inverse in the list")
-    law = _TableLaw(table, compose, inverse_index)
+        compose = matmul
+    if generators is not None and generators.shape[1:] != table.shape[1:]:
+        raise ValueError(f"generators have shape {generators.shape[1:]} but elements {table.shape[1:]}; use one shape")
+    if tolerance is not None and not (np.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a finite number ≥ 0, got {tolerance!r}")
+    tol = default_tolerance(table) if tolerance is None else float(tolerance)
+    products = Products(compose, table[0])
+    if elements is None:
+        table = closure(products, generators, tol, max_size, name)
+    given = tuple(labels) if labels is not None else None
+    if given is not None and len(given) != len(table):
+        raise ValueError(f"got {len(given)} labels for {len(table)} elements; give one label per element")
+    flat = flat_rows(table)
+    first = first_of_each(flat, tol)
+    if np.any(first != np.arange(len(table))):
+        i = int(np.flatnonzero(first != np.arange(len(table)))[0])
+        raise ValueError(f"the elements of {name} are not distinct (#{first[i]} and #{i}); list each element once")
+
+    def describe(i: int) -> str:
+        return given[i] if given is not None else f"#{i} {np.asarray(table[i]).tolist()}"
+
+    cayley = cayley_table(products, table, tol, describe, name)
+    e, inverse = identity_and_inverses(cayley, describe, name)
+    if generators is not None:
+        gens = Lookup(flat, tol).find(flat_rows(generators))
+        if np.any(gens < 0):
+            raise ValueError(f"generator {names[int(np.argmax(gens < 0))]} is not an element of {name}; check it")
+    else:
+        gens = greedy_generators(cayley, e)
+        names = [f"s{i + 1}" for i in range(len(gens))]
+    order = reached_from(cayley, e, list(gens))
+    if len(order) != len(table):
+        raise ValueError(
+            f"the generators {', '.join(names)} generate {len(order)} of the {len(table)} elements of {name}: add a "
+            "generator, or pass labels"
+        )
+    words = word_labels(cayley, e, list(gens), names)
+    if elements is None:  # ordered by shortest word; relabel the table accordingly
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        table, cayley, inverse = table[order], position[cayley[np.ix_(order, order)]], position[inverse[order]]
+        words = {int(position[v]): w for v, w in words.items()}
+        e = 0
+    final = given if given is not None else tuple(words[i] for i in range(len(table)))
+    law = TableLaw(table, compose, inverse, tol)
     return Group(
         name=name,
         elements=table,
-        labels=labels,
+        labels=final,
         identity=table[e],
         compose_fn=law.compose,
         inverse_fn=law.inverse,
         shape=None,
         point_group=None,
         image_action=action,
+        match_tolerance=tol,
     )
 
 

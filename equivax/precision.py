@@ -3,49 +3,151 @@
 The verdict of a check rests on one fact: rounding error changes with precision, structural error
 does not. To see which is which, equivax runs the *same* program, with the same inputs and the same
 parameters, a second time in another precision. ``jax.make_jaxpr`` records the program, closed-over
-arrays included; ``retyped`` then evaluates it equation by equation with every floating value
-cast to the target precision: inputs, constants, literals and dtype parameters
-(``convert_element_type``, ``iota``, ``preferred_element_type``), complex values with them
-(``complex64 -> complex128``), and nested programs (``jit``, ``custom_jvp``/``custom_vjp``,
-``remat``, ``scan``, ``while``, ``cond``, scatters, ``custom_linear_solve``) rebuilt with the public
-``lax`` functions.
-``reduce_precision`` is dropped, since it exists to emulate lower precision, and
-``bitcast_convert_type`` runs at its original width (random floats are built from bits that way).
+arrays included; ``retyped`` rewrites it with every floating type cast to the target precision
+(``float32 -> float64``, ``complex64 -> complex128``, and back): the types of its variables,
+its constants and literals, the dtypes among equation parameters (``convert_element_type``,
+``iota``, ``preferred_element_type``) and, recursively, every nested program. JAX then evaluates the
+rewritten program as it evaluates any other.
 
-Primitives that carry a program this module does not know raise ``RetypeError``; the check
-then falls back to a documented rounding bound and says so.
+Nested programs are rewritten in place, so each equation binds the *same primitive* with the same
+parameters, only retyped: a ``while`` whose predicate was batched by ``vmap``, a ``shard_map`` with
+its collectives, a ``scan`` run in reverse or unrolled, a generic ``lax.reduce``/``reduce_window``,
+``jit``, ``remat``, ``cond``, ``custom_linear_solve``, scatters, ``composite`` all keep their own
+semantics. A few equations are rewritten differently, each for a stated reason:
+
+* ``custom_jvp_call``/``custom_vjp_call``/``custom_vmap_call`` (and ``remat_opt``, a custom_vjp
+  forward with ``optimize_remat``) become a plain call of their primal program: their custom rules
+  are Python functions that trace programs in the original types, and the re-run only evaluates
+  forward.
+* ``reduce_precision`` is dropped: it exists to emulate lower precision.
+* ``bitcast_convert_type`` and foreign code (``pure_callback``, ``io_callback``,
+  ``jax.debug.callback``/``print``, ``ffi_call``) run at their original types: operands are cast to
+  the types they had, results up to the target afterwards. Bit patterns keep their width (random
+  floats are built from bits that way), and a callback sees the dtypes it declared. Foreign code
+  so computes in its own precision even in a float64 re-run; ``retyped(...).fixed_precision``
+  names it.
+
+A primitive carrying a nested program that this module has not been verified against (see
+``_REBOUND``), or one that cannot run in another precision at all (``_REFUSED``: Pallas kernels,
+cuDNN fusions, JAX's linearization internals), raises ``RetypeError`` naming it and saying why; the
+check then falls back to a documented rounding bound and says so.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.extend import core as jex
+from jax.extend.core import primitives as jprims
+from jax.ref import AbstractRef
 
 __all__ = ["RetypeError", "retype_value", "retyped"]
-
-_CALL_PARAM = {
-    "jit": "jaxpr",
-    "pjit": "jaxpr",
-    "closed_call": "call_jaxpr",
-    "core_call": "call_jaxpr",
-    "remat": "jaxpr",
-    "remat2": "jaxpr",
-    "checkpoint": "jaxpr",
-    "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call": "call_jaxpr",
-    "custom_vjp_call_jaxpr": "fun_jaxpr",
-    "custom_lin": None,
-}
 
 
 class RetypeError(NotImplementedError):
     """The program holds a primitive whose nested program cannot be re-evaluated in another precision."""
+
+
+#: Primitives whose parameters hold nested programs (``Jaxpr``/``ClosedJaxpr``, alone, in tuples or
+#: named tuples, an open ``Jaxpr`` possibly beside its constants in a ``*consts`` parameter) and
+#: that are re-bound with those programs retyped. Each is exercised by
+#: tests/test_precision_primitives.py; a new JAX primitive with a nested program is refused until
+#: it is added here with a test.
+_REBOUND = frozenset(
+    {
+        "jit",
+        "pjit",  # older name of jit
+        "closed_call",
+        "call",  # core.call_p
+        "core_call",
+        "remat2",  # jax.checkpoint
+        "remat",
+        "checkpoint",
+        "scan",
+        "while",
+        "cond",
+        "custom_linear_solve",
+        "linear_call",  # forward value is callee; transpose_thunk only runs under transposition
+        "reduce",  # generic lax.reduce; its `computation` parameter is unused past tracing
+        "reduce_window",  # generic lax.reduce_window: an open jaxpr beside `consts`
+        "select_and_scatter",
+        "scatter",
+        "scatter-add",
+        "scatter-sub",
+        "scatter-mul",
+        "scatter-min",
+        "scatter-max",
+        "shard_map",
+        "composite",
+        "compute_on",
+        "xla_metadata_call",
+        "fused_call",
+        "run_state",
+        "custom_partitioning",  # its partition callbacks take shapes and dtypes as arguments
+    }
+)
+
+#: Equations whose value is their primal program, re-run as a plain call of it. Their custom rules
+#: (``jvp_jaxpr_fun``, ``fwd_jaxpr_thunk``/``bwd``, a vmap rule, ``fun_jaxpr_thunk``) are Python
+#: functions that trace programs in the original types, so re-binding would keep rules that no longer
+#: match; the re-run only evaluates forward, where the primal program is the value. Maps primitive to
+#: the parameter holding that program (whose inputs are the equation's inputs).
+_PRIMAL = {
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",  # older JAX
+    "custom_vmap_call": "call",
+    # custom_vjp's forward with optimize_remat=True: JAX's dead-code elimination swaps it for the
+    # program `fun_jaxpr_thunk` traces (in the original types) when residuals go unused.
+    "remat_opt": "fwd_jaxpr",
+}
+
+#: Equations that run at their original types: bit reinterpretations keep their width, and foreign
+#: code (host callbacks, FFI calls) is handed the dtypes it was written for and declared.
+_PINNED = frozenset(
+    {
+        "bitcast_convert_type",
+        "pure_callback",
+        "io_callback",
+        "debug_callback",
+        "debug_print",
+        "ffi_call",
+        "buffer_callback",
+    }
+)
+
+#: Equations that exist to emulate a lower precision: dropped, their operand passes through.
+_DROPPED = frozenset({"reduce_precision"})
+
+_PALLAS = (
+    "it is a Pallas kernel, written and tiled for the dtypes it was traced with (Mosaic and Triton "
+    "have no float64), so it cannot be re-run in another precision"
+)
+#: Primitives that cannot run in another precision, and why.
+_REFUSED = {
+    "pallas_call": _PALLAS,
+    "core_map": _PALLAS,
+    "run_scoped": _PALLAS,
+    "emit_pipeline": _PALLAS,
+    "pipeline_body": _PALLAS,
+    "parallel_loop": _PALLAS,
+    "jaxpr_call": _PALLAS,
+    "fusible": _PALLAS,
+    "custom_fusion": _PALLAS,
+    "mpmd_map": _PALLAS,
+    "cudnn_fusion": "it is lowered to a cuDNN fusion, and cuDNN has no float64",
+    "custom_lin": (
+        "it exists only inside JAX's linearization of a program, with a tangent rule that is a "
+        "Python function; re-run the program before differentiating it"
+    ),
+    "call_hi_primitive": "it is a hijax primitive whose types are fixed by its Python object",
+    "call_hi_primitive_linearized": "it is a hijax primitive whose types are fixed by its Python object",
+}
 
 
 def _target(dtype: Any, float_dtype: np.dtype) -> np.dtype | None:
@@ -74,150 +176,221 @@ def retype_value(value: Any, float_dtype: Any) -> Any:
     return jnp.asarray(value, dtype=new)
 
 
-def _retype_param(value: Any, float_dtype: np.dtype) -> Any:
-    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
-        new = _target(value, float_dtype)
-        return value if new is None else new
-    return value
+def _retype_dtype(value: Any, float_dtype: np.dtype) -> Any:
+    new = _target(value, float_dtype)
+    return value if new is None else new
 
 
-def _read_literal(var: Any, float_dtype: np.dtype) -> Any:
-    value = var.val
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None and _target(dtype, float_dtype) is not None:
-        return np.asarray(value, dtype=_target(dtype, float_dtype))
-    return value
+def _is_dtype(value: Any) -> bool:
+    return isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic))
 
 
-def _closed(jaxpr: Any) -> Any:
-    return jaxpr if isinstance(jaxpr, jex.ClosedJaxpr) else jex.ClosedJaxpr(jaxpr, ())
+def _convert_eqn(atom: Any, aval: Any, like: Any) -> Any:
+    """An equation converting ``atom`` to ``aval`` (dtype and weak type), placed like ``like``."""
+    params = {"new_dtype": aval.dtype, "weak_type": aval.weak_type, "sharding": None}
+    var = jex.Var(aval)
+    eqn = jex.new_jaxpr_eqn([atom], [var], jprims.convert_element_type_p, params, jex.no_effects, like.source_info)
+    return eqn.replace(ctx=like.ctx), var
 
 
-def _eval(closed: Any, float_dtype: np.dtype, *args: Any) -> list[Any]:
-    jaxpr = closed.jaxpr
-    env: dict[Any, Any] = {}
+class _Retyper:
+    """Rewrites jaxprs with every floating type cast to ``float_dtype``.
 
-    def read(var: Any) -> Any:
-        return _read_literal(var, float_dtype) if isinstance(var, jex.Literal) else env[var]
+    Each nested program is rewritten once (by identity), so a function called from many places
+    stays one function and JAX's caches keyed on it keep working.
+    """
 
-    for var, value in zip(jaxpr.constvars, closed.consts, strict=True):
-        env[var] = retype_value(jnp.asarray(value), float_dtype)
-    for var, value in zip(jaxpr.invars, args, strict=True):
-        env[var] = retype_value(value, float_dtype)
-    for eqn in jaxpr.eqns:
-        outs = _apply(eqn, [read(v) for v in eqn.invars], float_dtype)
-        if not eqn.primitive.multiple_results:
-            outs = [outs]
-        for var, value in zip(eqn.outvars, outs, strict=True):
-            env[var] = value
-    return [read(v) for v in jaxpr.outvars]
+    def __init__(self, float_dtype: np.dtype):
+        self.float_dtype = float_dtype
+        self._memo: dict[int, tuple[Any, Any]] = {}
+        self.fixed_precision: set[str] = set()  # foreign code left computing in its own precision
+
+    # -- types and values ------------------------------------------------------------------------
+
+    def aval(self, aval: Any) -> Any:
+        if isinstance(aval, AbstractRef):
+            return aval.update(inner_aval=self.aval(aval.inner_aval))
+        if not isinstance(aval, jax.core.ShapedArray):
+            return aval  # tokens and other non-array types
+        new = _target(aval.dtype, self.float_dtype)
+        return aval if new is None or new == aval.dtype else aval.update(dtype=new)
+
+    def const(self, value: Any) -> Any:
+        """A constant of a nested program, cast on the host: this may run inside a trace, and
+        outside ``enable_x64``, where a device cast would be staged or truncated."""
+        dtype = getattr(value, "dtype", None)
+        new = None if dtype is None else _target(dtype, self.float_dtype)
+        if new is None or new == dtype:
+            return value
+        return np.asarray(value).astype(new)
+
+    def param(self, value: Any) -> Any:
+        if isinstance(value, jex.ClosedJaxpr):
+            return self.closed(value)
+        if isinstance(value, jex.Jaxpr):
+            return self.open(value)
+        if isinstance(value, tuple):
+            items = [self.param(v) for v in value]
+            return type(value)(*items) if hasattr(value, "_fields") else tuple(items)  # named tuples
+        if isinstance(value, list):
+            return [self.param(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.param(v) for k, v in value.items()}
+        if isinstance(value, jax.core.AbstractValue):
+            return self.aval(value)
+        if _is_dtype(value):
+            return _retype_dtype(value, self.float_dtype)
+        if isinstance(value, np.ndarray | np.generic | jax.Array):
+            return self.const(value)  # constants passed beside an open jaxpr (reduce_window, ...)
+        return value
+
+    # -- programs --------------------------------------------------------------------------------
+
+    def closed(self, closed: Any) -> Any:
+        key = id(closed)
+        if key not in self._memo:
+            self._memo[key] = (closed, jex.ClosedJaxpr(self.open(closed.jaxpr), [self.const(c) for c in closed.consts]))
+        return self._memo[key][1]
+
+    def open(self, jaxpr: Any) -> Any:
+        key = id(jaxpr)
+        if key not in self._memo:
+            self._memo[key] = (jaxpr, self._rewrite(jaxpr))
+        return self._memo[key][1]
+
+    def _var(self, var: Any, env: dict) -> Any:
+        if isinstance(var, jex.DropVar):
+            return jex.DropVar(self.aval(var.aval))
+        new = jex.Var(self.aval(var.aval), var.initial_qdd, var.final_qdd)
+        env[var] = new
+        return new
+
+    def _atom(self, atom: Any, env: dict) -> Any:
+        if not isinstance(atom, jex.Literal):
+            return env[atom]
+        aval = self.aval(atom.aval)
+        if aval is atom.aval:
+            return atom
+        return jex.Literal(np.asarray(atom.val, dtype=aval.dtype), aval)
+
+    def _rewrite(self, jaxpr: Any) -> Any:
+        env: dict[Any, Any] = {}
+        constvars = [self._var(v, env) for v in jaxpr.constvars]
+        invars = [self._var(v, env) for v in jaxpr.invars]
+        eqns: list[Any] = []
+        for eqn in jaxpr.eqns:
+            self._eqn(eqn, env, eqns)
+        outvars = [self._atom(v, env) for v in jaxpr.outvars]
+        effects = _renamed(jaxpr.effects, env)
+        return jaxpr.replace(constvars=constvars, invars=invars, outvars=outvars, eqns=eqns, effects=effects)
+
+    def _eqn(self, eqn: Any, env: dict, out: list) -> None:
+        name = eqn.primitive.name
+        invars = [self._atom(v, env) for v in eqn.invars]
+        if name in _REFUSED:
+            raise RetypeError(f"cannot re-evaluate primitive {name!r} in another precision: {_REFUSED[name]}")
+        if name in _DROPPED:
+            self._alias(eqn, invars, env, out)
+        elif name in _PINNED:
+            self._pinned(eqn, invars, env, out)
+        elif name in _PRIMAL and _PRIMAL[name] in eqn.params:
+            program = self.closed(_as_closed(eqn.params[_PRIMAL[name]]))
+            outvars = [self._var(v, env) for v in eqn.outvars]
+            out.append(
+                eqn.replace(
+                    invars=invars,
+                    outvars=outvars,
+                    primitive=jprims.closed_call_p,
+                    params={"call_jaxpr": program},
+                    effects=_renamed(eqn.effects, env),
+                )
+            )
+        else:
+            if name not in _REBOUND and _holds_programs(eqn.params):
+                raise RetypeError(
+                    f"cannot re-evaluate primitive {name!r} in another precision: it carries a nested "
+                    "program equivax has not been verified against (add it to equivax.precision._REBOUND "
+                    "with a test)"
+                )
+            params = {k: self.param(v) for k, v in eqn.params.items()}
+            outvars = [self._var(v, env) for v in eqn.outvars]
+            out.append(eqn.replace(invars=invars, outvars=outvars, params=params, effects=_renamed(eqn.effects, env)))
+
+    def _alias(self, eqn: Any, invars: list, env: dict, out: list) -> None:
+        """Pass the operand through (converted if its retyped type differs from the result's)."""
+        (var,) = eqn.outvars
+        if isinstance(var, jex.DropVar):
+            return
+        aval = self.aval(var.aval)
+        atom = invars[0]
+        if atom.aval.dtype != aval.dtype or atom.aval.weak_type != aval.weak_type:
+            conv, atom = _convert_eqn(atom, aval, eqn)
+            out.append(conv)
+        env[var] = atom
+
+    def _pinned(self, eqn: Any, invars: list, env: dict, out: list) -> None:
+        """Run ``eqn`` at its original types: cast operands down first, results up afterwards."""
+        if eqn.primitive.name != "bitcast_convert_type":  # bits are exact; callbacks and FFI compute
+            self.fixed_precision.add(eqn.primitive.name)
+        ins = []
+        for atom, old in zip(invars, eqn.invars, strict=True):
+            if atom.aval != old.aval:
+                conv, atom = _convert_eqn(atom, old.aval, eqn)
+                out.append(conv)
+            ins.append(atom)
+        outs = [v if isinstance(v, jex.DropVar) else jex.Var(v.aval) for v in eqn.outvars]
+        named = {**env, **{old: new for old, new in zip(eqn.invars, ins, strict=True) if isinstance(old, jex.Var)}}
+        out.append(eqn.replace(invars=ins, outvars=outs, effects=_renamed(eqn.effects, named)))
+        for old, var in zip(eqn.outvars, outs, strict=True):
+            if isinstance(old, jex.DropVar):
+                continue
+            aval = self.aval(old.aval)
+            if aval != var.aval:
+                conv, var = _convert_eqn(var, aval, eqn)
+                out.append(conv)
+            env[old] = var
 
 
-def _apply(eqn: Any, invals: list[Any], float_dtype: np.dtype) -> Any:
-    name = eqn.primitive.name
-    params = eqn.params
-    if name == "reduce_precision":
-        return invals[0]
-    if name in _CALL_PARAM:
-        key = _CALL_PARAM[name]
-        if key is None or key not in params:
-            raise RetypeError(f"cannot re-evaluate primitive {name!r} in another precision")
-        outs = _eval(_closed(params[key]), float_dtype, *invals)
-        return outs if eqn.primitive.multiple_results else outs[0]
-    if name in _SCATTERS:
-        operand, indices, updates = invals
-        return _SCATTERS[name](
-            operand,
-            indices,
-            updates,
-            params["dimension_numbers"],
-            indices_are_sorted=params["indices_are_sorted"],
-            unique_indices=params["unique_indices"],
-            mode=params["mode"],
-        )
-    if name == "custom_linear_solve":
-        return _linear_solve(params, invals, float_dtype)
-    if name == "scan":
-        return _scan(params, invals, float_dtype)
-    if name == "while":
-        return _while(params, invals, float_dtype)
-    if name == "cond":
-        return _cond(params, invals, float_dtype)
-    if any(True for _ in jex.jaxprs_in_params(params)):
-        raise RetypeError(
-            f"cannot re-evaluate primitive {name!r} in another precision: it carries a nested "
-            "program equivax does not know"
-        )
-    if name == "bitcast_convert_type":
-        return _bitcast(eqn, invals[0], float_dtype)
-    new_params = {k: _retype_param(v, float_dtype) for k, v in params.items()}
-    return eqn.primitive.bind(*invals, **new_params)
+def _renamed(effects: Any, env: dict) -> Any:
+    """Effects on inputs (reads and writes of refs) name the input's variable: name the new one."""
+
+    def rename(effect: Any) -> Any:
+        var = getattr(effect, "input", None)
+        return effect.replace(env[var]) if isinstance(var, jex.Var) and var in env else effect
+
+    return type(effects)(rename(e) for e in effects)
 
 
-_SCATTERS = {
-    "scatter": lax.scatter,
-    "scatter-add": lax.scatter_add,
-    "scatter-mul": lax.scatter_mul,
-    "scatter-min": lax.scatter_min,
-    "scatter-max": lax.scatter_max,
-}
+def _as_closed(program: Any) -> Any:
+    return program if isinstance(program, jex.ClosedJaxpr) else jex.ClosedJaxpr(program, ())
 
 
-def _linear_solve(params: dict, invals: list[Any], float_dtype: np.dtype) -> list[Any]:
-    """Forward value of ``lax.custom_linear_solve`` (``jnp.linalg.solve``, ``inv``): its solve program."""
-    lengths, programs = params["const_lengths"], params["jaxprs"]
-    start = lengths.matvec + lengths.vecmat
-    consts = invals[start : start + lengths.solve]
-    b = invals[sum(lengths) :]
-    return _eval(programs.solve, float_dtype, *consts, *b)
+def _holds_programs(params: dict) -> bool:
+    """Whether any parameter holds a jaxpr, in tuples, lists, dicts and named tuples at any depth
+    (where ``_Retyper.param`` finds them)."""
 
+    def holds(value: Any) -> bool:
+        if isinstance(value, jex.ClosedJaxpr | jex.Jaxpr):
+            return True
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, tuple | list):
+            return any(holds(v) for v in value)
+        return False
 
-def _bitcast(eqn: Any, value: Any, float_dtype: np.dtype) -> Any:
-    """Bit patterns keep their original width (random floats are made this way): bitcast in the
-    original dtypes, then retype the result."""
-    original = eqn.invars[0].aval.dtype
-    out = eqn.primitive.bind(jnp.asarray(value).astype(original), **eqn.params)
-    return retype_value(out, float_dtype)
-
-
-def _scan(params: dict, invals: list[Any], float_dtype: np.dtype) -> list[Any]:
-    n_consts, n_carry = params["num_consts"], params["num_carry"]
-    consts, carry, xs = invals[:n_consts], invals[n_consts : n_consts + n_carry], invals[n_consts + n_carry :]
-    body_jaxpr = params["jaxpr"]
-
-    def body(carry, x):
-        outs = _eval(body_jaxpr, float_dtype, *consts, *carry, *x)
-        return outs[:n_carry], outs[n_carry:]
-
-    carry, ys = lax.scan(
-        body, list(carry), list(xs), length=params["length"], reverse=params["reverse"], unroll=params["unroll"]
-    )
-    return [*carry, *ys]
-
-
-def _while(params: dict, invals: list[Any], float_dtype: np.dtype) -> list[Any]:
-    n_cond, n_body = params["cond_nconsts"], params["body_nconsts"]
-    cond_consts, body_consts, init = invals[:n_cond], invals[n_cond : n_cond + n_body], invals[n_cond + n_body :]
-
-    def cond_fun(carry):
-        return _eval(params["cond_jaxpr"], float_dtype, *cond_consts, *carry)[0]
-
-    def body_fun(carry):
-        return _eval(params["body_jaxpr"], float_dtype, *body_consts, *carry)
-
-    return lax.while_loop(cond_fun, body_fun, list(init))
-
-
-def _cond(params: dict, invals: list[Any], float_dtype: np.dtype) -> list[Any]:
-    index, operands = invals[0], invals[1:]
-    branches = [functools.partial(_eval, branch, float_dtype) for branch in params["branches"]]
-    return lax.switch(index, branches, *operands)
+    return any(holds(v) for v in params.values())
 
 
 def retyped(closed_jaxpr: Any, float_dtype: Any) -> Callable[..., Sequence[Any]]:
     """A function evaluating ``closed_jaxpr`` with all floating values in ``float_dtype``.
 
-    For ``float64``, call it (and ``jax.jit`` it) inside ``jax.enable_x64(True)``.
+    The program is rewritten once, here (a ``RetypeError`` says which primitive could not be);
+    calls cast their arguments and the program's constants, then evaluate it. For ``float64``,
+    call it (and ``jax.jit`` it) inside ``jax.enable_x64(True)``.
+
+    The function's ``fixed_precision`` attribute names the primitives of foreign code (host
+    callbacks, FFI calls) that were handed their original dtypes and so still compute in the
+    original precision: a float64 re-run of a program holding one is float64 only around it.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -227,4 +400,15 @@ def retyped(closed_jaxpr: Any, float_dtype: Any) -> Callable[..., Sequence[Any]]
       ...     print(float(retyped(closed, jnp.float64)(1.0)[0]) > 0)
       True
     """
-    return functools.partial(_eval, closed_jaxpr, np.dtype(float_dtype))
+    float_dtype = np.dtype(float_dtype)
+    retyper = _Retyper(float_dtype)
+    program = retyper.open(closed_jaxpr.jaxpr)
+    consts = list(closed_jaxpr.consts)
+
+    def run(*args: Any) -> list[Any]:
+        # The program's own constants are cast when it runs (inside jit: on the device, once).
+        cast = [retype_value(jnp.asarray(c), float_dtype) for c in consts]
+        return jex.jaxpr_as_fun(jex.ClosedJaxpr(program, cast))(*(retype_value(a, float_dtype) for a in args))
+
+    run.fixed_precision = frozenset(retyper.fixed_precision)  # type: ignore[attr-defined]
+    return run

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from equivax import actions, groups
+from equivax import actions, continuous, groups
 
 P4M = groups.p4m(6)
 
@@ -106,3 +106,138 @@ def test_bad_arguments():
         actions.image()(jnp.zeros(4, jnp.int32), jnp.zeros((3, 3)))
     with pytest.raises(TypeError, match="every leaf"):
         actions.tree((actions.image(), 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: each action checks its own fit, in one line
+# ---------------------------------------------------------------------------------------------
+
+
+def spec(*shape):
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def refused(action, group, x, role, message):
+    with pytest.raises((ValueError, TypeError), match=message) as info:
+        actions.validate(action, group, x, role)
+    assert "\n" not in str(info.value), str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("group", [groups.flips(), groups.rotations(), groups.p4(32), groups.translations(28)])
+def test_channels_first_input_is_refused_even_without_an_image_size(group):
+    size = 28 if group.shape == (28, 28) else 32
+    refused(actions.image(), group, spec(8, 3, size, size), "in_action", r"looks NCHW.*x\.transpose\(0, 2, 3, 1\)")
+    refused(actions.image(), group, spec(8, 1, size, size), "in_action", "looks NCHW")
+
+
+def test_layout_messages():
+    image, p4 = actions.image(), groups.p4(28)
+    refused(image, p4, spec(28, 28, 1), "in_action", r"add a batch axis \(x\[None\]\)")
+    refused(image, p4, spec(28, 28), "in_action", "add batch and channel axes")
+    message = refused(image, p4, spec(2, 32, 32, 1), "in_action", r"groups\.p4\(32\)")
+    assert "translations" not in message
+    refused(image, groups.p4m(28, stride=2), spec(2, 32, 32, 1), "in_action", r"groups\.p4m\(32, stride=2\)")
+    refused(image, groups.translations(6, 8), spec(2, 5, 8, 1), "in_action", r"groups\.translations\(5, 8\)")
+    refused(image, groups.rotations(), spec(2, 6, 8, 1), "in_action", "square")
+    refused(image, p4, spec(2, 14, 14, 4), "out_action", r"actions\.strided\(2\)")
+    refused(actions.strided(2), p4, spec(2, 28, 28, 4), "out_action", "expects 14x14")
+    regular = actions.regular(groups.p4(8))
+    refused(regular, groups.p4(8), spec(8, 8, 4, 3), "in_action", r"add a batch axis")
+    refused(regular, groups.p4(8), spec(2, 4, 8, 8, 3), "in_action", "orientation axis to position 3")
+    refused(actions.regular(groups.p4(8)), groups.p4m(8), spec(2, 8, 8, 4, 3), "in_action", "r0·m")
+
+
+def test_planar_actions_refuse_non_planar_groups():
+    z2 = groups.finite([np.eye(2, dtype=int), np.array([[0, 1], [1, 0]])])
+    refused(actions.image(), z2, spec(1, 4, 4, 1), "in_action", "not a planar group")
+    refused(actions.RegularAction(groups.POINT_C4), z2, spec(1, 4, 4, 4, 1), "in_action", "not a planar group")
+
+
+def test_valid_inputs_pass_and_plain_functions_have_nothing_to_check():
+    cases = [
+        (actions.image(), groups.p4(8), spec(2, 8, 8, 3), "in_action"),
+        (actions.image(), groups.flips(), spec(2, 3, 5, 1), "in_action"),
+        (actions.image(), groups.translations(28), spec(2, 28, 28, 3), "in_action"),  # NHWC wins on size
+        (actions.strided(2), groups.p4(8, stride=2), spec(2, 4, 4, 3), "out_action"),
+        (actions.regular(groups.p4m(6)), groups.p4m(6), spec(2, 6, 6, 8, 3), "in_action"),
+        (actions.trivial(), groups.p4(8), spec(2, 10), "out_action"),
+        (lambda g, x: x, groups.p4(8), spec(3), "in_action"),
+        (
+            actions.tree((actions.image(), actions.trivial())),
+            groups.p4(8),
+            (spec(1, 8, 8, 2), spec(1, 3)),
+            "out_action",
+        ),
+    ]
+    for action, group, x, role in cases:
+        actions.validate(action, group, x, role)
+    actions.validate(actions.image(), groups.p4(8), jnp.zeros((1, 8, 8, 1)), "in_action")  # arrays too
+
+
+def test_pytrees_name_the_leaf_at_fault_and_trees_must_match():
+    x = {"image": spec(1, 8, 8, 1), "mask": spec(8, 8, 1)}
+    refused(actions.image(), groups.p4(8), x, "in_action", r"leaf \['mask'\]: .*add a batch axis")
+    both = actions.tree((actions.image(), actions.trivial()))
+    refused(both, groups.p4(8), spec(1, 8, 8, 1), "out_action", "structure")
+    refused(both, groups.p4(8), (spec(1, 8, 8, 1), spec(1, 3), spec(1)), "out_action", "one action per part")
+    refused(both, groups.p4(8), (spec(1, 6, 6, 1), spec(1, 3)), "out_action", "6x6")
+    with pytest.raises(ValueError, match="role"):
+        actions.validate(actions.image(), groups.p4(8), spec(1, 8, 8, 1), "input")
+
+
+def test_optional_members_are_read_through_module_functions():
+    plain = lambda g, x: x  # noqa: E731
+    assert not actions.acts_leafwise(plain) and actions.acts_leafwise(actions.image())
+    assert actions.resampling_tolerance(plain) is None and actions.resampling_tolerance(actions.image()) is None
+    assert bool(actions.is_defined(plain, jnp.zeros(4)))
+    both = actions.tree((continuous.rotate(), continuous.rotate(0.05)))
+    assert actions.resampling_tolerance(both) == 0.05
+    x = {"a": feature_map((1, 4, 4, 1)), "b": feature_map((1, 4, 4, 2), 1)}
+    moved = actions.apply(actions.image(), jnp.array([0, 1, 0, 0]), x)
+    np.testing.assert_array_equal(moved["b"], jnp.roll(x["b"], 1, axis=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The homomorphism probe
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["image-p4m", "regular-p4m", "strided-p4m", "trivial", "tree", "regular-flips"])
+def test_probe_accepts_the_built_in_actions(name):
+    group, act, shape = CASES[name]
+    x = jax.tree.map(lambda leaf: leaf[:1], sample(shape))
+    actions.probe(act, group, x, pairs=4)
+    a, others = actions.probe_elements(group)
+    gs, hs = np.stack([a, a, *others[:3]]), np.stack([a, *others[:3], a])
+    identity, errors = actions.law_errors(act, group, x, gs, hs)
+    assert float(identity) == 0 and np.all(np.asarray(errors) == 0)  # permutations: exact
+
+
+def test_probe_catches_functions_that_are_not_group_actions():
+    group, x = groups.translations(8), feature_map((1, 8, 8, 1))
+    cases = {
+        "ignores g": (lambda g, x: jnp.roll(x, 1, axis=2), r"act\(e, x\) ≠ x"),
+        "shifts by g²": (lambda g, x: jnp.roll(x, g[1] ** 2 + g[0] ** 2, axis=2), r"act\(g·h, x\)"),
+    }
+    for name, (act, message) in cases.items():
+        with pytest.raises(ValueError, match=message) as info:
+            actions.probe(act, group, x, role="in_action")
+        assert "\n" not in str(info.value) and "in_action <lambda>" in str(info.value), name
+    p4m = groups.p4m(4)
+    inverse_first = lambda g, x: actions.image()(p4m.inverse(g), x)  # noqa: E731  (an anti-homomorphism)
+    with pytest.raises(ValueError, match="not a group action"):
+        actions.probe(inverse_first, p4m, feature_map((1, 4, 4, 1)))
+    actions.probe(lambda g, x: jnp.roll(x, 2 * g[1], axis=2), group, x)  # shifting by 2t is an action: accepted
+
+
+def test_law_errors_trace_under_jit():
+    group = groups.p4(4)
+    a, others = actions.probe_elements(group)
+    assert group.label(a) == "r1" and len(others) == 16 and group.index(group.identity) not in map(group.index, others)
+    gs, hs = np.stack([a, others[0], others[1]]), np.stack([others[0], a, others[2]])
+    run = jax.jit(lambda x: actions.law_errors(actions.image(), group, x, gs, hs))
+    identity, errors = run(feature_map((1, 4, 4, 2)))
+    assert errors.shape == (3,) and float(identity) == 0 and float(jnp.max(errors)) == 0
+    assert len(actions.probe_elements(groups.finite([np.eye(2)]))[1]) == 0  # nothing to pair in {e}
+    actions.probe(lambda g, x: x + 0 * g.sum(), groups.finite([np.eye(2)]), feature_map((1, 3)))  # only act(e, x) = x

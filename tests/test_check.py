@@ -280,13 +280,13 @@ def test_pytree_outputs_with_a_tree_of_actions():
     assert wrong.locations[wrong.worst][0] == "['features']"
 
 
-def test_second_call_with_the_same_shapes_does_not_retrace():
+def test_second_call_with_the_same_shapes_does_not_compile_again():
     traces = []
     w = weights((3, 3, 3, 2))
     conv = zoo.circular_conv(w)
 
     def f(x):
-        traces.append(1)
+        traces.append(1)  # f's closure changes as it is traced: each check traces again, to be sure
         return conv(x)
 
     g = groups.translations(8, 8)
@@ -295,12 +295,15 @@ def test_second_call_with_the_same_shapes_does_not_retrace():
         equivax.check(f, images(seed=seed), g)
         equivax.check(f, images(seed=seed), g, elements=[jnp.array([0, 1, 0, 0])])
 
+    equivax.clear_cache()
     run(0)
     first = len(traces)
     assert first == 4  # two programs (63 and 1 elements), each tracing f(x) and the vmapped f(g·x)
+    programs = equivax.cache_info().programs
     for seed in range(1, 4):
         run(seed)
-    assert len(traces) == first  # the float64 re-run reuses the traced program too
+    assert equivax.cache_info().programs == programs  # traced again and found the same: not compiled
+    assert equivax.cache_info().hits == 6
 
 
 def test_user_float64_input_is_decided_by_a_float32_rerun():

@@ -4,9 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import equivax
-from equivax import continuous, zoo
+from equivax import actions, continuous, groups, zoo
 
 
 def normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
@@ -148,3 +150,55 @@ def test_isotropic_blur_under_rotations():
     random = equivax.check(zoo.circular_conv(random_filter), x, group, rtol=group.resampling_tolerance)
     assert np.min(random.rel_error) > 10 * group.resampling_tolerance
     assert set(random.verdicts) == {"broken"}
+
+
+@given(dy=st.integers(-9, 9), dx=st.integers(-9, 9), ey=st.integers(-9, 9), ex=st.integers(-9, 9))
+def test_shift_is_a_homomorphism_at_integer_shifts(dy, dx, ey, ex):
+    """ρ(g + h) = ρ(g) ρ(h) at integer shifts, on even and odd sizes (Nyquist content included)."""
+    act = continuous.shift()
+    x = normal(0, (1, 6, 5, 2))
+    g, h = jnp.array([dy, dx], jnp.float32), jnp.array([ey, ex], jnp.float32)
+    np.testing.assert_allclose(act(g + h, x), act(g, act(h, x)), atol=1e-5)
+    np.testing.assert_allclose(act(g + h, x), jnp.roll(x, (dy + ey, dx + ex), axis=(1, 2)), atol=1e-5)
+
+
+def test_resampling_tolerance_belongs_to_the_action():
+    group = continuous.rotations([0.3], tolerance=0.05)
+    assert actions.resampling_tolerance(group.image_action) == 0.05 == group.resampling_tolerance
+    assert actions.resampling_tolerance(continuous.rotate()) == continuous.ROTATION_TOLERANCE
+    assert actions.resampling_tolerance(continuous.scale()) == continuous.SCALING_TOLERANCE
+    assert actions.resampling_tolerance(continuous.shift()) is None
+    assert actions.resampling_tolerance(continuous.rotate(None)) is None
+    assert continuous.rotate(0.05) == group.image_action and continuous.rotate() != group.image_action
+    with pytest.raises(ValueError, match="resampling_tolerance"):
+        continuous.rotate(-1.0)
+    with pytest.raises(ValueError, match="resampling_tolerance"):
+        continuous.rotations(n=4, tolerance=float("nan"))
+
+
+def test_continuous_actions_validate_groups_and_layouts():
+    x = jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32)
+    for action, group in [
+        (continuous.shift(), continuous.shifts([(0.5, 0.0)])),
+        (continuous.rotate(), continuous.rotations([0.3])),
+        (continuous.scale(), continuous.scalings([1.1])),
+    ]:
+        assert actions.acts_leafwise(action)
+        actions.validate(action, group, x, "in_action")
+        with pytest.raises(ValueError, match="looks NCHW"):
+            actions.validate(action, group, jax.ShapeDtypeStruct((2, 1, 8, 8), jnp.float32), "in_action")
+        with pytest.raises(ValueError, match=r"add a batch axis"):
+            actions.validate(action, group, jax.ShapeDtypeStruct((8, 8, 1), jnp.float32), "in_action")
+    with pytest.raises(ValueError, match=r"elements \(angle,\).*continuous\.rotations"):
+        actions.validate(continuous.rotate(), groups.p4(8), x, "in_action")
+    with pytest.raises(ValueError, match=r"elements \(dy, dx\)"):
+        actions.validate(continuous.shift(), continuous.rotations([0.3]), x, "in_action")
+
+
+def test_probe_tests_only_the_identity_law_of_interpolating_actions():
+    """Rotating noise by a then b is not rotating it by a + b (corners leave the image): only
+    act(e, x) = x is a law an interpolating action keeps exactly."""
+    group = continuous.rotations([0.3, 0.7, 1.1])
+    actions.probe(continuous.rotate(), group, normal(0, (1, 8, 8, 1)))
+    with pytest.raises(ValueError, match="not a group action"):
+        actions.probe(continuous.rotate(None), group, normal(0, (1, 8, 8, 1)))

@@ -128,7 +128,7 @@ def test_outputs_that_are_not_arrays_get_one_line():
 
 
 def test_an_action_tree_that_does_not_match_the_output_gets_one_line():
-    with pytest.raises(ValueError, match="out_action"):
+    with pytest.raises(ValueError, match="action tree has the structure"):
         equivax.check(lambda x: (x, x), images(), SHIFT, out_action=(actions.image(),))
 
 
@@ -173,3 +173,26 @@ def test_the_persistent_compilation_cache_is_on_by_default_and_can_be_switched_o
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "off" / "equivax").exists()
+
+
+SCALE = {"value": 2.0}
+
+
+def scaled(x):
+    return jnp.tanh(x) * SCALE["value"] + (x[:, :1, :1] if SCALE["value"] < 0 else 0.0)
+
+
+def test_an_unchanged_closure_is_not_traced_again_and_a_changed_global_is_seen():
+    offset = jnp.float32(0.5)
+    f = lambda x: jnp.tanh(x) + offset  # noqa: E731
+    equivax.check(f, images(), SHIFT)
+    before = equivax.cache_info()
+    assert equivax.check(f, images(), SHIFT).ok
+    after = equivax.cache_info()
+    assert after.traces == before.traces and after.hits == before.hits + 1
+    assert equivax.check(scaled, images(), SHIFT).ok
+    SCALE["value"] = -1.0  # a global the function reads: now position-dependent
+    try:
+        assert not equivax.check(scaled, images(), SHIFT).ok
+    finally:
+        SCALE["value"] = 2.0

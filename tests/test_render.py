@@ -16,6 +16,8 @@ from equivax import groups, render
 from equivax.nn import CNN
 from equivax.render._common import fmt
 
+SOURCE = open(__file__).read().splitlines()
+
 
 @pytest.fixture(scope="module")
 def reports():
@@ -68,8 +70,8 @@ def test_json_round_trips_with_and_without_maps(reports, tmp_path):
     back = render.from_json(path.read_text())
     assert [r.to_dict() for r in back] == [r.to_dict() for r in reports]
     slim = json.loads(render.to_json(reports[0], maps=False))
-    assert slim["version"] == 1 and all(layer["error_maps"] is None for layer in slim["reports"][0]["layers"])
-    with pytest.raises(ValueError, match="reads version 1"):
+    assert slim["version"] == 2 and all(layer["error_maps"] is None for layer in slim["reports"][0]["layers"])
+    with pytest.raises(ValueError, match="reads versions 1, 2"):
         render.from_json(json.dumps({"version": 7, "reports": []}))
     with pytest.raises(ValueError, match="not an equivax report"):
         render.from_json("[]")
@@ -126,3 +128,53 @@ def test_repeated_names_and_markup_characters_are_rendered_as_given():
     assert rows[0]["first_break"] == "[b]block" and rows[0]["why"].startswith("structural")
     text = render.terminal(found)
     assert "[b]block" in text and "[red]model" in text
+
+
+def test_version_1_files_are_still_read(reports):
+    data = json.loads(render.to_json(reports[0], maps=False))
+    data["version"] = 1
+    for entry in data["reports"]:
+        entry["version"] = 1
+        del entry["by"], entry["notes"]
+        for layer in entry["layers"]:
+            del layer["where"], layer["via"]
+    (back,) = render.from_json(json.dumps(data))
+    assert back.first_breaks == reports[0].first_breaks and back.by == "layer"
+
+
+def test_html_summarises_across_models_and_says_how_many_elements_are_drawn(reports):
+    page = render.html(reports)
+    assert page.count('<h2 id="summary">Where each model first breaks</h2>') == 1
+    assert "<th>small CNN</th><th>the same CNN again</th>" in page
+    assert page.index("Where each model first breaks") < page.index("<h2>small CNN")
+    total = len(reports[0].labels)
+    assert f"All {total} elements are shown." in page
+    assert f"<h2>{reports[0].model}" in render.html(reports[0]) and "Where each model" not in render.html(reports[0])
+
+
+def test_html_with_more_elements_than_lines_says_which_are_drawn():
+    group = groups.translations(6, 6)
+    x = jax.random.normal(jax.random.key(0), (1, 6, 6, 1))
+    found = equivax.report(None, x, group, layers=[lambda y: y * jax.numpy.arange(6.0)[:, None]])
+    page = render.html(found)
+    assert len(found.labels) == 35 and "The 24 worst of 35 elements are shown; the tables list every one." in page
+
+
+def test_every_renderer_shows_the_operation_that_breaks():
+    def biased(x):
+        return jax.numpy.tanh(x) + 0.1 * jax.numpy.arange(6.0)[:, None, None]
+
+    x = jax.random.normal(jax.random.key(0), (1, 6, 6, 1))
+    found = equivax.report(biased, x, groups.translations(6, 6, shifts=[(1, 0)]), by="operation")
+    line = next(i + 1 for i, text in enumerate(SOURCE) if "0.1 * jax.numpy.arange(6.0)[:, None, None]" in text)
+    where = f"test_render.py:{line} (biased)"
+    assert found.layers[found.first_broken_index("shift(1,0)")].where == where
+    for text in (render.terminal(found, width=200), render.markdown(found), render.html(found)):
+        assert where in text and "breaks shift(1,0); everything before it is" in text
+        assert "first broken operation" in text and "note: checked" in text.lower()
+    (back,) = render.from_json(render.to_json(found))
+    assert (
+        back.by == "operation"
+        and back.layers[1].where == where
+        and back.explain("shift(1,0)") == found.explain("shift(1,0)")
+    )

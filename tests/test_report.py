@@ -104,6 +104,8 @@ def test_a_custom_layer_with_given_actions_is_one_row_per_element():
     assert [layer.name for layer in found.layers] == ["blur"] and found.layers[0].source == "given"
     assert found.model == "blur"
     assert found.first_breaks == {"r1": "blur", "r2": "blur", "r3": "blur"}  # the blur is one-sided
+    # a plain function is never silently one layer: the report says so and how to split it
+    assert "blur is a plain function" in found.notes[0] and "layers=[...]" in found.notes[0]
 
 
 def test_error_maps_locate_zero_padding_errors_at_the_borders():
@@ -119,12 +121,22 @@ def test_error_maps_locate_zero_padding_errors_at_the_borders():
 
 def test_dict_round_trip_and_version_check(cnn_report):
     data = cnn_report.to_dict()
-    assert data["version"] == 1 and data["first_breaks"]["shift(0,1)"] == "2 MaxPool"
+    assert data["version"] == 2 and data["first_breaks"]["shift(0,1)"] == "2 MaxPool" and data["by"] == "layer"
     again = Report.from_dict(data)
     assert again.to_dict() == data
     np.testing.assert_array_equal(again.layers[0].result.error_maps, cnn_report.layers[0].result.error_maps)
-    with pytest.raises(ValueError, match="version-2 report"):
-        Report.from_dict({**data, "version": 2})
+    with pytest.raises(ValueError, match="version-3 report; equivax reads versions 1, 2"):
+        Report.from_dict({**data, "version": 3})
+
+
+def test_version_1_reports_are_still_read(cnn_report):
+    data = cnn_report.to_dict()
+    old = {key: value for key, value in data.items() if key not in ("by", "notes")}
+    old["version"] = 1
+    old["layers"] = [{k: v for k, v in layer.items() if k not in ("where", "via")} for layer in data["layers"]]
+    again = Report.from_dict(old)
+    assert again.by == "layer" and again.notes == () and again.layers[0].where is None
+    assert again.first_breaks == cnn_report.first_breaks
 
 
 def test_bad_arguments_say_what_to_do():
@@ -133,6 +145,10 @@ def test_bad_arguments_say_what_to_do():
         equivax.report(lambda x: x, x, "p4")
     with pytest.raises(ValueError, match="pass out_action"):
         equivax.report(lambda x: x, x, groups.rotations(), in_action=lambda g, x: x)
+    with pytest.raises(TypeError, match="variables= is for Flax Linen modules"):
+        equivax.report(jnp.tanh, x, groups.rotations(), variables={})
+    with pytest.raises(ValueError, match="layers is empty"):
+        equivax.report(None, x, groups.rotations(), layers=[])
     with pytest.raises(ValueError, match=r"fails on an input of shape \(1, 8, 8, 1\)"):
         equivax.report(nnx.Sequential(nnx.Linear(3, 2, rngs=nnx.Rngs(0))), x, groups.rotations())
     with pytest.raises(KeyError, match="was not checked"):

@@ -75,7 +75,7 @@ def test_tolerance_terminated_loops_vmapped_over_elements_are_decided():
 def test_complex_outputs_are_normed_as_magnitudes():
     phase = lambda x: jnp.exp(1j * x.astype(jnp.complex64))  # noqa: E731
     assert equivax.check(phase, images(), SHIFT).ok
-    broken = lambda x: phase(x) + 3e-3j * x[:, 3:4, 5:6]  # noqa: E731
+    broken = lambda x: phase(x) + 3e-3j * x[:, 3:4, 5:6].astype(jnp.complex64)  # noqa: E731
     result = equivax.check(broken, images(), SHIFT)
     assert result.verdicts == ("broken", "broken")
     assert np.all(result.rel_error > 1e-4)  # the imaginary break is measured, not dropped

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from equivax.nn.contract import POINT_GROUPS
+from equivax._planar import POINT_GROUPS
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 

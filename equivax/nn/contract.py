@@ -10,12 +10,9 @@ import dataclasses
 from typing import Any
 
 from equivax import actions, groups
-from equivax.groups import POINT_C4, POINT_D4, POINT_TRIVIAL
+from equivax._planar import POINT_GROUPS
 
 __all__ = ["POINT_GROUPS", "Contract", "contract"]
-
-#: Point groups by the name of the symmetry a layer is built for.
-POINT_GROUPS = {"translations": POINT_TRIVIAL, "p4": POINT_C4, "p4m": POINT_D4}
 
 _KINDS = ("image", "regular", "invariant")
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from equivax._planar import POINT_GROUPS, orientation_source
 from equivax.nn import _common
-from equivax.nn.contract import POINT_GROUPS, Contract
+from equivax.nn.contract import Contract
 
 __all__ = ["GroupConv", "LiftingConv"]
 
@@ -27,14 +27,6 @@ def _turn(kernel: jax.Array, k: int, m: int) -> jax.Array:
     if m:
         kernel = jnp.flip(kernel, axis=1)
     return jnp.rot90(kernel, k, axes=(0, 1))
-
-
-def _orientation_source(points: tuple[tuple[int, int], ...], k: int, m: int) -> np.ndarray:
-    """For the point element g = (k, m): entry h of the result is the index of g⁻¹·h, so that
-    ``w[..., source, :]`` is the regular action of g on an orientation axis (as ``actions.regular``)."""
-    k_inv = ((2 * m - 1) * k) % 4
-    index = {point: i for i, point in enumerate(points)}
-    return np.asarray([index[((k_inv + (1 - 2 * m) * kh) % 4, (m + mh) % 2)] for kh, mh in points])
 
 
 def lifting_bank(kernel: jax.Array, group: str) -> jax.Array:
@@ -48,7 +40,7 @@ def group_bank(kernel: jax.Array, group: str) -> jax.Array:
     """(kh, kw, |K|, C_in, C_out) → (kh, kw, |K|·C_in, |K|·C_out)."""
     kh, kw, k, c_in, c_out = kernel.shape
     points = POINT_GROUPS[group]
-    bank = [_turn(kernel, r, m)[:, :, _orientation_source(points, r, m)] for r, m in points]
+    bank = [_turn(kernel, r, m)[:, :, orientation_source(points, r, m)] for r, m in points]
     return jnp.stack(bank, axis=4).reshape(kh, kw, k * c_in, k * c_out)
 
 

@@ -42,6 +42,7 @@ def element_rows(report: Report) -> list[dict[str, str]]:
             reason = layer.result.reasons[i]
             if layer.result.methods[i] == "stride":
                 reason = _undefined(layer.result.elements[i], layer.stride, layer.output)
+        layer = None if index is None else report.layers[index]
         rows.append(
             {
                 "element": label,
@@ -49,9 +50,41 @@ def element_rows(report: Report) -> list[dict[str, str]]:
                 "verdict": out.verdicts[i],
                 "first_break": first or "none",
                 "why": reason,
+                "where": where(layer),
+                "explain": report.explain(label),
             }
         )
     return rows
+
+
+def where(layer: Any) -> str:
+    """The source line of an operation and the unchecked operations feeding it ('' for a layer)."""
+    if layer is None or not layer.where:
+        return ""
+    return layer.where + (f"; fed by the unchecked {layer.via}" if layer.via else "")
+
+
+def located(reports: Sequence[Report]) -> bool:
+    """Whether any report localises operations (so renderers add a 'where' column)."""
+    return any(report.by == "operation" for report in reports)
+
+
+def summary_rows(reports: Sequence[Report]) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """Across models: for every element checked by any of them, each model's output verdict and
+    first break, as ``(verdict, first break)`` cells (``("", "not checked")`` where a model did
+    not check the element)."""
+    labels = list(dict.fromkeys(label for report in reports for label in report.labels))
+    table = []
+    for label in labels:
+        cells = []
+        for report in reports:
+            if label not in report.labels:
+                cells.append(("", "not checked"))
+                continue
+            verdict = report.output.verdicts[report.labels.index(label)]
+            cells.append((verdict, report.first_broken_layer(label) or "never"))
+        table.append(cells)
+    return labels, table
 
 
 def _undefined(element: np.ndarray, stride: int, output: str) -> str:
@@ -82,6 +115,7 @@ def layer_rows(report: Report) -> list[dict[str, str]]:
                 "worst": result.labels[worst],
                 "rel_error": fmt(result.rel_error[worst]),
                 "counts": ", ".join(f"{n} {v}" for v, n in result.counts().items()),
+                "where": layer.where or "",
                 "status": "broken" if broken else "approximate" if "approximate" in result.verdicts else "equivariant",
             }
         )

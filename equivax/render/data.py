@@ -8,9 +8,12 @@ from collections.abc import Sequence
 from equivax._report import SCHEMA_VERSION, Report
 from equivax.render._common import as_reports
 
+#: File versions this equivax reads (version 1 files lack the localisation fields).
+READS = (1, 2)
+
 
 def to_json(reports: Report | Sequence[Report], *, maps: bool = True, indent: int | None = 1) -> str:
-    """JSON text: ``{"version": 1, "reports": [Report.to_dict(), ...]}``.
+    """JSON text: ``{"version": 2, "reports": [Report.to_dict(), ...]}``.
 
     Args:
       reports: one report or several.
@@ -26,9 +29,10 @@ def from_json(text: str) -> list[Report]:
     data = json.loads(text)
     if not isinstance(data, dict) or "reports" not in data:
         raise ValueError("not an equivax report file: expected a JSON object with 'version' and 'reports'")
-    if data.get("version") != SCHEMA_VERSION:
+    version = data.get("version")
+    if version not in READS:
         raise ValueError(
-            f"this report file has version {data.get('version')}; equivax reads version {SCHEMA_VERSION}: "
+            f"this report file has version {version}; equivax reads versions {', '.join(map(str, READS))}: "
             "regenerate it with this version of equivax"
         )
-    return [Report.from_dict(entry) for entry in data["reports"]]
+    return [Report.from_dict({**entry, "version": version}) for entry in data["reports"]]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from equivax._report import Report
 from equivax.render import plots
-from equivax.render._common import COLOURS, as_reports, element_rows, fmt, layer_rows
+from equivax.render._common import COLOURS, as_reports, element_rows, fmt, layer_rows, summary_rows
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
@@ -48,44 +48,81 @@ def _image(png: bytes | None, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _shown(count: int, total: int, what: str) -> str:
+    if count >= total:
+        return f"All {total} {what} are shown."
+    return f"The {count} worst of {total} {what} are shown; the tables list every one."
+
+
+def _summary(reports: list[Report]) -> str:
+    labels, cells = summary_rows(reports)
+    rows = [
+        [_e(label), *(f"{_verdict(v)} — {_e(first)}" if v else _e(first) for v, first in row)]
+        for label, row in zip(labels, cells, strict=True)
+    ]
+    return "\n".join(
+        [
+            '<h2 id="summary">Where each model first breaks</h2>',
+            _table(["element", *(r.model for r in reports)], rows),
+            '<p class="caption">Each cell: the output\'s verdict — the first broken layer (or operation).</p>',
+        ]
+    )
+
+
 def _section(report: Report) -> str:
+    unit = "operation" if report.by == "operation" else "layer"
+    ops = report.by == "operation"
     ok = report.ok
     badge = f'<span class="badge" style="background:{COLOURS["equivariant" if ok else "broken"]}">'
     badge += f"{'equivariant' if ok else 'not equivariant'}</span>"
     parts = [
         f"<h2>{_e(report.model)} under {_e(report.group)} {badge}</h2>",
         f"<p>Input {_e(tuple(report.input_shape))}, {_e(report.output.dtype)}, {len(report.labels)} elements, "
-        f"{len(report.layers)} layers, checked in {report.seconds:.1f} s. Output: {_e(report.output.summary())}</p>",
+        f"{len(report.layers)} {unit}s, checked in {report.seconds:.1f} s. Output: {_e(report.output.summary())}</p>",
+        *(f'<p class="caption">Note: {_e(note)}</p>' for note in report.notes),
         "<h3>Per element</h3>",
         _table(
-            ["element", "output rel error", "output verdict", "first broken layer", "why"],
+            [
+                "element",
+                "output rel error",
+                "output verdict",
+                f"first broken {unit}",
+                "why",
+                *(["where"] if ops else []),
+            ],
             [
                 [_e(r["element"]), r["rel_error"], _verdict(r["verdict"]), _e(r["first_break"]), _e(r["why"])]
+                + ([_e(r["where"])] if ops else [])
                 for r in element_rows(report)
             ],
             numeric=(1,),
         ),
-        "<h3>Error after each layer</h3>",
-        _image(plots.layer_errors(report), f"relative error per layer of {report.model}"),
-        f'<p class="caption">Markers: o equivariant, ■ approximate, X broken; exact zeros are drawn at '
-        f"{plots.ZERO_AT:g}; a gap marks an element the layer's action does not represent (a stride).</p>",
+        *(["<ul>", *(f"<li>{_e(r['explain'])}</li>" for r in element_rows(report)), "</ul>"] if ops else []),
+        f"<h3>Error after each {unit}</h3>",
+        _image(plots.layer_errors(report), f"relative error per {unit} of {report.model}"),
+        f'<p class="caption">{_shown(plots.LINES, len(report.labels), "elements")} Markers: o equivariant, '
+        f"■ approximate, X broken; exact zeros are drawn at {plots.ZERO_AT:g}; a gap marks an element the "
+        f"{unit}'s action does not represent (a stride).</p>",
     ]
     maps = plots.error_maps(report)
     if maps is not None:
+        mapped = len(plots.mapped_elements(report))
         parts += [
             "<h3>Where the error sits</h3>",
             _image(maps, f"error maps of {report.model}"),
-            '<p class="caption">Largest |f(g·x) − g·f(x)| at each position over examples and channels, at the '
-            "first broken layer of each element. Errors along the borders point to padding; a regular grid "
+            f'<p class="caption">{_shown(plots.MAPS, mapped, "elements that break at a spatial output")} '
+            "Largest |f(g·x) − g·f(x)| at each position over examples and channels, at the "
+            f"first broken {unit} of each element. Errors along the borders point to padding; a regular grid "
             "points to aliasing by a stride; errors everywhere to a layer that does not commute with the "
             "transformation at all.</p>",
         ]
     parts += [
-        "<h3>Per layer</h3>",
+        f"<h3>Per {unit}</h3>",
         _table(
-            ["layer", "action", "from", "worst element", "rel error", "verdicts"],
+            [unit, "action", "from", "worst element", "rel error", "verdicts", *(["where"] if ops else [])],
             [
-                [_e(r["layer"]), _e(r["output"]), _e(r["source"]), _e(r["worst"]), r["rel_error"], _e(r["counts"])]
+                [_e(r[key]) if key != "rel_error" else r[key] for key in _LAYER_KEYS]
+                + ([_e(r["where"])] if ops else [])
                 for r in layer_rows(report)
             ],
             numeric=(4,),
@@ -111,9 +148,17 @@ def _section(report: Report) -> str:
     return "\n".join(parts)
 
 
+_LAYER_KEYS = ("layer", "output", "source", "worst", "rel_error", "counts")
+
+
 def html(reports: Report | Sequence[Report], *, title: str = "Equivariance report") -> str:
-    """The report(s) as one HTML document that needs nothing else to display (plots inlined)."""
-    sections = "\n".join(_section(report) for report in as_reports(reports))
+    """The report(s) as one HTML document that needs nothing else to display (plots inlined).
+
+    Several reports get a summary across models first (each element's verdict and first break
+    per model), then one section each.
+    """
+    found = as_reports(reports)
+    sections = "\n".join([*([_summary(found)] if len(found) > 1 else []), *(_section(r) for r in found)])
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{_STYLE}</style></head>\n<body><h1>{_e(title)}</h1>\n{sections}\n"

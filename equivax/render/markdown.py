@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from equivax._report import Report
-from equivax.render._common import as_reports, element_rows, fmt, layer_rows
+from equivax.render._common import as_reports, element_rows, fmt, layer_rows, summary_rows
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -28,14 +28,33 @@ def _one(report: Report) -> list[str]:
         "",
     ]
     rows = element_rows(report)
+    ops = report.by == "operation"
+    unit = "operation" if ops else "layer"
     lines += _table(
-        ["element", "output rel error", "output verdict", "first broken layer", "why"],
-        [[r["element"], r["rel_error"], r["verdict"], r["first_break"], r["why"]] for r in rows],
+        ["element", "output rel error", "output verdict", f"first broken {unit}", "why", *(["where"] if ops else [])],
+        [
+            [r["element"], r["rel_error"], r["verdict"], r["first_break"], r["why"], *([r["where"]] if ops else [])]
+            for r in rows
+        ],
     )
-    lines += ["", "### Per layer", ""]
+    if ops:
+        lines += ["", *(f"- {r['explain']}" for r in rows)]
+    lines += [*([""] if report.notes else []), *(f"> Note: {note}" for note in report.notes)]
+    lines += ["", f"### Per {unit}", ""]
     lines += _table(
-        ["layer", "action", "from", "worst element", "rel error", "verdicts"],
-        [[r["layer"], r["output"], r["source"], r["worst"], r["rel_error"], r["counts"]] for r in layer_rows(report)],
+        [unit, "action", "from", "worst element", "rel error", "verdicts", *(["where"] if ops else [])],
+        [
+            [
+                r["layer"],
+                r["output"],
+                r["source"],
+                r["worst"],
+                r["rel_error"],
+                r["counts"],
+                *([r["where"]] if ops else []),
+            ]
+            for r in layer_rows(report)
+        ],
     )
     lines += ["", "### Every layer and element", ""]
     lines += _table(
@@ -51,6 +70,18 @@ def _one(report: Report) -> list[str]:
 def markdown(reports: Report | Sequence[Report]) -> str:
     """The report(s) as Markdown: one section per model, with every (layer, element) row."""
     lines = ["# Equivariance report", ""]
-    for report in as_reports(reports):
+    found = as_reports(reports)
+    if len(found) > 1:
+        labels, cells = summary_rows(found)
+        lines += ["## Where each model first breaks", ""]
+        lines += _table(
+            ["element", *(r.model for r in found)],
+            [
+                [label, *(f"{v} — {first}" if v else first for v, first in row)]
+                for label, row in zip(labels, cells, strict=True)
+            ],
+        )
+        lines.append("")
+    for report in found:
         lines += [*_one(report), ""]
     return "\n".join(lines)

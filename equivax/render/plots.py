@@ -12,6 +12,10 @@ from equivax._report import Report
 
 #: Exact zeros are drawn at this height on the logarithmic error axis.
 ZERO_AT = 1e-16
+#: At most this many elements get a line in the error plot (the worst; captions say how many).
+LINES = 24
+#: At most this many error maps are drawn (the worst broken elements; captions say how many).
+MAPS = 8
 _MARKERS = {"equivariant": "o", "approximate": "s", "broken": "X", "nonfinite": "D"}
 
 
@@ -28,8 +32,9 @@ def _worst_elements(report: Report, limit: int) -> list[int]:
     return [int(i) for i in np.argsort(-errors, kind="stable")[:limit]]
 
 
-def layer_errors(report: Report, limit: int = 10) -> bytes:
-    """Relative error of every layer's output, one line per element (the worst ``limit``).
+def layer_errors(report: Report, limit: int = LINES) -> bytes:
+    """Relative error of every layer's output, one line per element (the worst ``limit``; all of
+    them when there are no more).
 
     Markers give the verdict (o equivariant, ■ approximate, X broken); exact zeros sit at
     ``ZERO_AT``; elements a layer's action does not represent (a stride) leave a gap.
@@ -47,7 +52,7 @@ def layer_errors(report: Report, limit: int = 10) -> bytes:
             marker = _MARKERS.get(layer.result.verdicts[i], "o")
             ax.plot(j, shown[j], marker=marker, color=line.get_color(), ms=6 if marker == "X" else 4)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8 if len(names) < 40 else 5)
     ax.set_ylabel("relative error ‖f(g·x) − g·f(x)‖ / ‖g·f(x)‖")
     ax.set_title(f"{report.model} under {report.group}: error after each layer", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
@@ -65,12 +70,16 @@ def _map_for(report: Report, i: int) -> tuple[str, np.ndarray] | None:
     return layer.name, layer.result.error_maps[i]
 
 
-def error_maps(report: Report, limit: int = 8) -> bytes | None:
+def mapped_elements(report: Report) -> list[int]:
+    """Indices of the elements that have an error map to draw (broken at a spatial layer), worst first."""
+    return [i for i in _worst_elements(report, len(report.labels)) if _map_for(report, i)]
+
+
+def error_maps(report: Report, limit: int = MAPS) -> bytes | None:
     """Heat maps of where the error sits (largest |f(g·x) − g·f(x)| over examples and channels) at
     the first broken layer of up to ``limit`` elements, the worst first; ``None`` when no element
     breaks at a layer with spatial outputs."""
-    panels = [(i, found) for i in _worst_elements(report, len(report.labels)) if (found := _map_for(report, i))]
-    panels = panels[:limit]
+    panels = [(i, _map_for(report, i)) for i in mapped_elements(report)[:limit]]
     if not panels:
         return None
     columns = min(4, len(panels))
