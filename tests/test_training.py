@@ -50,7 +50,7 @@ def _images(n=4, size=8, seed=0):
 
 
 def _trainer(model, images, labels_or_targets, loss):
-    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
 
     @nnx.jit
     def step(model, optimizer):
@@ -129,7 +129,7 @@ def test_apply_style_models_pass_a_partial_and_are_not_traced_again():
     x = _images()
     keys = jax.random.split(jax.random.key(3))
     params = {"w": jax.random.normal(keys[0], (3, 3, 1, 4)), "head": jax.random.normal(keys[1], (4, 3))}
-    optimizer = optax.adam(1e-2)
+    optimizer = optax.sgd(0.1)
     opt_state = optimizer.init(params)
     labels = jnp.arange(4) % 3
 
