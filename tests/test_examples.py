@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -49,6 +51,7 @@ def test_property_test_example_passes_under_pytest(tmp_path):
     assert "4 passed" in done.stdout and "equivax summary" in done.stdout
 
 
+@pytest.mark.slow
 def test_claims_example_measures_every_claim_quickly(tmp_path):
     out = tmp_path / "results.md"
     done = _run(
@@ -59,6 +62,10 @@ def test_claims_example_measures_every_claim_quickly(tmp_path):
         "128",
         "--models",
         "cnn-circular,mlp",
+        "--every",
+        "1",
+        "--repeats",
+        "2",
         "--out",
         str(out),
     )
@@ -67,8 +74,21 @@ def test_claims_example_measures_every_claim_quickly(tmp_path):
     assert "UCI handwritten digits" in text or "UCI ML hand-written digits" in text
     assert "MNIST" not in text.split("**Seeds**")[0]  # the offline data is never called MNIST
     assert "| CNN, circular padding, max pool | 1,418 |" in text and "| MLP 784-24-10 | 19,090 |" in text
-    for heading in ("Claims 1 and 2", "Claim 3", "Claim 4"):
+    for heading in ("Claims 1 and 2", "Claim 3", "Claim 4", "Claim 5", "Claim 6", "Equivariance during training"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("| CNN, circular padding, max pool | init |")]
     assert len(rows) == 2  # claim 3 and claim 4
     assert rows[0].split(" | ")[2].startswith("3 equivariant")  # circular CNN: exactly invariant to shifts by 4
+    compute = {row.split(" | ")[0]: row.split(" | ") for row in text.split("Claim 5")[1].split("###")[0].splitlines()}
+    cnn, mlp = compute["| CNN, circular padding, max pool"], compute["| MLP 784-24-10"]
+    flops = {name: float(row[2].replace(",", "")) for name, row in (("cnn", cnn), ("mlp", mlp))}
+    assert flops["cnn"] > 5 * flops["mlp"] > 0  # fewer parameters, more arithmetic
+    variations = text.split("Claim 6")[1].split("###")[0]
+    assert "| MLP 784-24-10 | " in variations and "cannot take 56×56" in variations.split("| MLP 784-24-10 | ")[1]
+    monitored = [
+        row
+        for row in text.split("### Equivariance during training")[1].splitlines()
+        if row.startswith("| CNN, circular")
+    ]
+    assert monitored and monitored[0].split(" | ")[1].startswith("3 (every 1 steps)")
+    assert monitored[0].split(" | ")[-2] == "0"  # no compilation after the first check
