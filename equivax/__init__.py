@@ -51,9 +51,9 @@ from equivax.verdicts import rounding_bound as rounding_bound
 __version__ = "0.1.0"
 
 
-#: Served on first use, so ``import equivax`` (and ``from equivax import *``) stays free of Flax,
-#: matplotlib, Hypothesis and tensorflow-datasets.
-_LAZY = ("data", "nn", "render", "strategies")
+#: Served on first use (``equivax.nn``, ``equivax.training``, ...), so ``import equivax`` (and
+#: ``from equivax import *``) stays free of Flax, matplotlib, Hypothesis and tensorflow-datasets.
+_LAZY = ("data", "nn", "render", "strategies", "training")
 
 
 def __getattr__(name: str):

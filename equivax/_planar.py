@@ -332,7 +332,7 @@ class RegularAction:
         what = f"the regular action of {self.name}"
         _planar_group(group, what)
         outside = sorted(set(group.point_group) - set(self.points))
-        if outside:
+        if outside and role == "in_action":  # on outputs, ``defined`` marks those elements instead
             k, m = outside[0]
             raise ValueError(
                 f"{role} is the regular action of {self.name} ({len(self.points)} orientations), but {group.name} "

@@ -149,6 +149,24 @@ def _as_generator(gen: Any, which: str) -> Callable[[jax.Array], jax.Array]:
 # ------------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Current:
+    """``fn`` as a static argument that is equal to another only while what a plain callable reads
+    is unchanged (its fingerprint, see ``equivax._traced``): a changed closure is traced again."""
+
+    fn: Any
+    mark: Any  # the fingerprint; ``None`` when it could not be taken (never equal: always traced)
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Current) and self.fn == other.fn and self.mark is not None and self.mark == other.mark
+
+    def __call__(self, state: Any, x: Any) -> Any:
+        return self.fn(state, x)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _lie(fn, gen_in, gen_out, state, x):
     y, dy = jax.jvp(lambda z: fn(state, z), (x,), (gen_in(x),))
@@ -175,8 +193,9 @@ def lie_derivative(
     """The Lie derivative ``d/dt [ρ_out(−t) f(ρ_in(t) x)]`` at ``t = 0``, by one ``jax.jvp``, jitted.
 
     Args:
-      f: a JAX-traceable function of ``x`` or a Flax NNX module. Like ``jax.jit``, the compiled
-        program is reused when the same callable (or a module of the same structure) is passed again.
+      f: a JAX-traceable function of ``x`` or a Flax NNX module. The compiled program is reused
+        when a module of the same structure, or the same callable reading the same values, is
+        passed again; a callable whose closed-over values changed is traced again.
       x: a batch of NHWC images ``(N, H, W, C)``.
       generator: the input generator: a name from ``GENERATORS`` or a function
         ``gen(x) -> d/dt ρ_in(t) x at t = 0``.
@@ -202,8 +221,8 @@ def lie_derivative(
     gen_in = _as_generator(generator, "generator")
     gen_out = None if out_generator is None else _as_generator(out_generator, "out_generator")
     traced = split(f)
-    fn, state = traced.fn, traced.params
-    state, x = _split_batch(state, jnp.asarray(x), devices)
+    fn = _Current(traced.fn, "structure" if traced.key is not None else traced.fingerprint)
+    state, x = _split_batch(traced.params, jnp.asarray(x), devices)
     return _lie(fn, gen_in, gen_out, state, x)
 
 

@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 # Test programs are small and run once: compile time is nearly all of the suite's time, and XLA's
 # backend optimisation level 0 halves it (measured on the layer tests). Read when JAX starts its
@@ -7,6 +8,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 # Tests do not read or fill the user's persistent compilation cache (one test switches it on in a
 # subprocess with its own cache directory).
 os.environ.setdefault("EQUIVAX_COMPILATION_CACHE", "0")
+# Failing assertions inside the suite save their inputs here, not in the user's /tmp/equivax-failures.
+os.environ.setdefault("EQUIVAX_FAILURE_DIR", os.path.join(tempfile.gettempdir(), f"equivax-tests-{os.getpid()}"))
 
 import hypothesis
 import jax

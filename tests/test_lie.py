@@ -119,3 +119,13 @@ def test_user_generators_and_clear_errors():
         lie.lie_derivative(lambda x: x, x, "shear")
     with pytest.raises(TypeError, match="list of callables"):
         lie.layer_lie_errors(object(), x, "rotation")
+
+
+def test_a_closure_over_a_changed_module_is_not_answered_from_the_old_program():
+    model = CNN(widths=(2,), rngs=nnx.Rngs(0))
+    f = lambda x: model(x)  # noqa: E731
+    x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
+    before = float(lie.lie_error(f, x, "rotation").mean())
+    model.head.kernel[...] *= 3
+    after = float(lie.lie_error(f, x, "rotation").mean())
+    assert after == pytest.approx(3 * before, rel=1e-3)
