@@ -32,7 +32,7 @@ def test_custom_layer_example_checks_in_three_lines_and_reports(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "p4(16x16): 1023 elements, 1023 equivariant (ok; float32)"
-    assert "shift(0,1): first breaks at 2 MaxPool" in done.stdout and "r1:" not in done.stdout
+    assert "`2 MaxPool` breaks shift(0,1)" in done.stdout and "breaks r1" not in done.stdout
     assert out.read_text().startswith("<!DOCTYPE html>")
 
 
