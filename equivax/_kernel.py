@@ -49,6 +49,26 @@ def same_layout(expected: Any, got: Any, what: str, fix: str) -> None:
             raise TypeError(f"{what} returned dtype {b.dtype}, but {fix} dtype {a.dtype}")
 
 
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def _acting(action: Any, g: jax.Array, value: Any, role: str) -> Any:
+    """``action(g, value)``, with an action that is not traceable named as the culprit (not f)."""
+    try:
+        return actions_lib.apply(action, g, value)
+    except _TRACER_ERRORS as err:
+        raise TypeError(
+            f"{role} is not traceable by JAX ({type(err).__name__}): the element g is a traced array inside "
+            "the check; write the action with jax.numpy and lax (jnp.roll(x, g[0], ...), lax.switch on g), "
+            "without int(g) or np.asarray(g)"
+        ) from err
+
+
 def _check_outputs(y: Any) -> None:
     for leaf in jax.tree.leaves(y):
         if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
@@ -91,9 +111,9 @@ class Kernel:
         n = batch_size(x)
 
         def one(g: jax.Array) -> dict[str, Any]:
-            gx = actions_lib.apply(self.in_action, g, x)
+            gx = _acting(self.in_action, g, x, "in_action")
             same_layout(x, gx, "in_action(g, x)", "x has")
-            target = actions_lib.apply(self.out_action, g, y)
+            target = _acting(self.out_action, g, y, "out_action")
             same_layout(y, target, "out_action(g, f(x))", "f(x) has")
             y_g = self.fn(params, gx)
             in_defined = actions_lib.is_defined(self.in_action, g)

@@ -136,6 +136,18 @@ def generator(name: str, stride: float = 1) -> ImageGenerator:
     return ImageGenerator(name, float(stride))
 
 
+def _as_images(x: Any) -> jax.Array:
+    """A floating, finite batch of NHWC images; a one-line error otherwise (no silent NaN)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x has dtype {x.dtype}; pass floating images, e.g. x.astype(jnp.float32)")
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"x must be a batch of NHWC images (N, H, W, C) with N >= 1, got shape {x.shape}")
+    if not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError("x contains NaN or inf; take Lie derivatives at finite inputs")
+    return x
+
+
 def _as_generator(gen: Any, which: str) -> Callable[[jax.Array], jax.Array]:
     if isinstance(gen, str):
         return generator(gen)
@@ -220,6 +232,7 @@ def lie_derivative(
     """
     gen_in = _as_generator(generator, "generator")
     gen_out = None if out_generator is None else _as_generator(out_generator, "out_generator")
+    x = _as_images(x)
     traced = split(f)
     fn = _Current(traced.fn, "structure" if traced.key is not None else traced.fingerprint)
     state, x = _split_batch(traced.params, jnp.asarray(x), devices)
@@ -417,7 +430,7 @@ def layer_lie_errors(layers: Any, x: jax.Array, generator: str, *, devices: Any 
     if not isinstance(generator, str):
         raise TypeError(f"layer_lie_errors needs a generator name from {GENERATORS}, got {generator!r}")
     base = _as_generator(generator, "generator")
-    x = jnp.asarray(x)
+    x = _as_images(x)
     if x.ndim != 4:
         raise ValueError(f"x must be a batch of NHWC images (N, H, W, C), got shape {x.shape}")
     stack = nnx.Sequential(*layers) if isinstance(layers, (list, tuple)) else layers

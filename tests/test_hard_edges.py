@@ -198,3 +198,22 @@ def test_an_unchanged_closure_is_not_traced_again_and_a_changed_global_is_seen()
         assert not equivax.check(scaled, images(), SHIFT).ok
     finally:
         SCALE["value"] = 2.0
+
+
+def test_an_untraceable_action_is_named_not_f():
+    def python_roll(g, x):
+        return jnp.roll(x, int(g[1]), axis=2)  # int() of a traced element
+
+    with pytest.raises(TypeError, match="in_action is not traceable"):
+        equivax.check(jnp.tanh, images(), SHIFT, python_roll, actions.image())
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [(images().at[0, 0, 0, 0].set(jnp.nan), "NaN"), (images()[0], "NHWC"), (images().astype(jnp.int32), "dtype")],
+)
+def test_lie_derivatives_validate_their_input(bad, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        equivax.lie_error(jnp.tanh, bad, "rotation")
+    with pytest.raises((ValueError, TypeError), match=message):
+        equivax.lie_derivative(jnp.tanh, bad, "translate_x", "translate_x")
