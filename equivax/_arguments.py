@@ -20,6 +20,7 @@ __all__ = [
     "as_chunk_size",
     "as_elements",
     "as_group",
+    "as_images",
     "as_input",
     "as_tolerance",
     "probe_user_action",
@@ -63,6 +64,18 @@ def as_input(x: Any) -> Any:
     if not any(jnp.issubdtype(leaf.dtype, jnp.inexact) for _, leaf in leaves):
         raise TypeError("x has no floating leaf; pass floating inputs, e.g. x.astype(jnp.float32)")
     return jax.tree.unflatten(jax.tree.structure(x), [leaf for _, leaf in leaves])
+
+
+def as_images(x: Any) -> jax.Array:
+    """A floating, finite batch of NHWC images; a one-line error otherwise (no silent NaN)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x has dtype {x.dtype}; pass floating images, e.g. x.astype(jnp.float32)")
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"x must be a batch of NHWC images (N, H, W, C) with N >= 1, got shape {x.shape}")
+    if not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError("x contains NaN or inf; take Lie derivatives at finite inputs")
+    return x
 
 
 def as_action(action: Any, group: Group, which: str) -> Any:

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax import lax
 
-__all__ = ["Traced", "split"]
+__all__ = ["Static", "Traced", "fingerprint", "split"]
 
 
 def stable_hash(obj: Any) -> int:
@@ -257,3 +257,21 @@ def split(f: Any) -> Traced:
         fn = _Pytree(treedef, tuple(None if _is_array(leaf) else _Static(leaf) for leaf in leaves))
         return Traced(fn, params, fn)
     return Traced(_Plain(f), None, None, fingerprint=fingerprint(f))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Static:
+    """``fn`` as a static argument that is equal to another only while what a plain callable reads
+    is unchanged (its fingerprint, see ``equivax._traced``): a changed closure is traced again."""
+
+    fn: Any
+    mark: Any  # the fingerprint; ``None`` when it could not be taken (never equal: always traced)
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Static) and self.fn == other.fn and self.mark is not None and self.mark == other.mark
+
+    def __call__(self, state: Any, x: Any) -> Any:
+        return self.fn(state, x)

@@ -6,6 +6,9 @@
 * ``equivax check`` checks a handful of reference layers (see ``equivax.zoo``) against the
   symmetries they do and do not have. Exit status 0 means every verdict matched what the layer
   is known to satisfy.
+
+One concept, the command line, a little past the project's 450-line guide: every subcommand's
+arguments, their one-line usage errors, and atomic output writing.
 """
 
 from __future__ import annotations

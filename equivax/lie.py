@@ -42,8 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from equivax._arguments import as_images
 from equivax._sharding import as_devices
-from equivax._traced import split
+from equivax._traced import Static, split
 
 __all__ = [
     "GENERATORS",
@@ -136,18 +137,6 @@ def generator(name: str, stride: float = 1) -> ImageGenerator:
     return ImageGenerator(name, float(stride))
 
 
-def _as_images(x: Any) -> jax.Array:
-    """A floating, finite batch of NHWC images; a one-line error otherwise (no silent NaN)."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x has dtype {x.dtype}; pass floating images, e.g. x.astype(jnp.float32)")
-    if x.ndim != 4 or x.shape[0] == 0:
-        raise ValueError(f"x must be a batch of NHWC images (N, H, W, C) with N >= 1, got shape {x.shape}")
-    if not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError("x contains NaN or inf; take Lie derivatives at finite inputs")
-    return x
-
-
 def _as_generator(gen: Any, which: str) -> Callable[[jax.Array], jax.Array]:
     if isinstance(gen, str):
         return generator(gen)
@@ -159,24 +148,6 @@ def _as_generator(gen: Any, which: str) -> Callable[[jax.Array], jax.Array]:
 # ------------------------------------------------------------------------------------------------
 # f as a function of (state, x): plain callables as they are, NNX modules split and merged.
 # ------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Current:
-    """``fn`` as a static argument that is equal to another only while what a plain callable reads
-    is unchanged (its fingerprint, see ``equivax._traced``): a changed closure is traced again."""
-
-    fn: Any
-    mark: Any  # the fingerprint; ``None`` when it could not be taken (never equal: always traced)
-
-    def __hash__(self) -> int:
-        return hash(self.fn)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Current) and self.fn == other.fn and self.mark is not None and self.mark == other.mark
-
-    def __call__(self, state: Any, x: Any) -> Any:
-        return self.fn(state, x)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -232,9 +203,9 @@ def lie_derivative(
     """
     gen_in = _as_generator(generator, "generator")
     gen_out = None if out_generator is None else _as_generator(out_generator, "out_generator")
-    x = _as_images(x)
+    x = as_images(x)
     traced = split(f)
-    fn = _Current(traced.fn, "structure" if traced.key is not None else traced.fingerprint)
+    fn = Static(traced.fn, "structure" if traced.key is not None else traced.fingerprint)
     state, x = _split_batch(traced.params, jnp.asarray(x), devices)
     return _lie(fn, gen_in, gen_out, state, x)
 
@@ -430,7 +401,7 @@ def layer_lie_errors(layers: Any, x: jax.Array, generator: str, *, devices: Any 
     if not isinstance(generator, str):
         raise TypeError(f"layer_lie_errors needs a generator name from {GENERATORS}, got {generator!r}")
     base = _as_generator(generator, "generator")
-    x = _as_images(x)
+    x = as_images(x)
     if x.ndim != 4:
         raise ValueError(f"x must be a batch of NHWC images (N, H, W, C), got shape {x.shape}")
     stack = nnx.Sequential(*layers) if isinstance(layers, (list, tuple)) else layers

@@ -14,7 +14,7 @@ import equivax
 PACKAGE = pathlib.Path(equivax.__file__).parent
 MAX_LINES = 450
 #: Files allowed past MAX_LINES, each because one concept genuinely needs the room (see its docstring).
-LONG = {"groups.py", "_representations.py", "continuous.py"}
+LONG = {"groups.py", "_representations.py", "continuous.py", "cli.py"}
 
 
 def modules() -> dict[str, ast.Module]:

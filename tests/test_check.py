@@ -497,14 +497,15 @@ def test_int64_elements_of_a_user_group():
     assert set(result.verdicts) == {"broken"} and set(result.methods) == {"float64"}
 
 
-def test_regular_action_of_a_smaller_point_group_is_refused():
+def test_orientations_a_regular_action_lacks_are_refused_on_inputs_and_broken_on_outputs():
+    lifting = zoo.p4_lifting(weights((3, 3, 1, 2)))
+    result = equivax.check(lifting, images((1, 6, 6, 1)), groups.p4m(6), out_action=actions.regular(groups.p4(6)))
+    mirrors = [i for i, e in enumerate(result.elements) if e[3] == 1]
+    assert mirrors and all(result.verdicts[i] == "broken" for i in mirrors)
+    assert all("orientation axis lacks" in result.reasons[i] for i in mirrors)
+    assert all(result.verdicts[i] == "equivariant" for i in range(len(result.elements)) if i not in mirrors)
     with pytest.raises(ValueError, match="orientation"):
-        equivax.check(
-            zoo.p4_lifting(weights((3, 3, 1, 2))),
-            images((1, 6, 6, 1)),
-            groups.p4m(6),
-            out_action=actions.regular(groups.p4(6)),
-        )
+        equivax.check(lambda x: x, images((1, 6, 6, 4, 1)), groups.p4m(6), actions.regular(groups.p4(6)))
 
 
 def test_pytree_input_is_checked_leaf_by_leaf():
