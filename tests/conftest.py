@@ -1,4 +1,5 @@
 import os
+import pathlib
 import tempfile
 
 # Test programs are small and run once: compile time is nearly all of the suite's time, and XLA's
@@ -40,3 +41,15 @@ def dtype(request):
     else:
         with jax.enable_x64(True):
             yield jnp.float64
+
+
+_SLOW_LIST = pathlib.Path(__file__).with_name("slow.txt")
+_SLOW = {line.strip() for line in _SLOW_LIST.read_text().splitlines() if line.strip() and not line.startswith("#")}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark as ``slow`` the tests measured at over a second each (``tests/slow.txt``), so the quick
+    loop ``-m "not slow"`` runs in about a minute; CI runs everything."""
+    for item in items:
+        if item.nodeid in _SLOW:
+            item.add_marker(pytest.mark.slow)
