@@ -18,7 +18,7 @@ from equivax import actions as actions_lib
 from equivax._statistics import batched, element_stats, error_map
 from equivax._traced import same, stable_hash
 
-__all__ = ["Kernel", "batch_size", "same_layout"]
+__all__ = ["TRACER_ERRORS", "Kernel", "batch_size", "same_layout"]
 
 
 def batch_size(x: Any) -> int:
@@ -49,7 +49,8 @@ def same_layout(expected: Any, got: Any, what: str, fix: str) -> None:
             raise TypeError(f"{what} returned dtype {b.dtype}, but {fix} dtype {a.dtype}")
 
 
-_TRACER_ERRORS = (
+#: JAX errors raised when traced values are turned into Python values (shared with _program).
+TRACER_ERRORS = (
     jax.errors.ConcretizationTypeError,
     jax.errors.TracerArrayConversionError,
     jax.errors.TracerBoolConversionError,
@@ -61,7 +62,7 @@ def _acting(action: Any, g: jax.Array, value: Any, role: str) -> Any:
     """``action(g, value)``, with an action that is not traceable named as the culprit (not f)."""
     try:
         return actions_lib.apply(action, g, value)
-    except _TRACER_ERRORS as err:
+    except TRACER_ERRORS as err:
         raise TypeError(
             f"{role} is not traceable by JAX ({type(err).__name__}): the element g is a traced array inside "
             "the check; write the action with jax.numpy and lax (jnp.roll(x, g[0], ...), lax.switch on g), "

@@ -19,18 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex
 
-from equivax._kernel import Kernel
+from equivax._kernel import TRACER_ERRORS, Kernel
 from equivax._sharding import Placement, padded_count
 from equivax.precision import RetypeError, retype_value, retyped
 
 __all__ = ["Program", "trace"]
-
-_TRACER_ERRORS = (
-    jax.errors.ConcretizationTypeError,
-    jax.errors.TracerArrayConversionError,
-    jax.errors.TracerBoolConversionError,
-    jax.errors.TracerIntegerConversionError,
-)
 
 
 def _flax_trace_error() -> type[Exception]:
@@ -51,7 +44,7 @@ def trace(kernel: Kernel, args: tuple[Any, ...]) -> tuple[Any, Any]:
             "cannot happen inside the check's trace: pass the module itself to check (its updates "
             "are then made on a copy and dropped), or call module.eval() first"
         ) from err
-    except _TRACER_ERRORS as err:
+    except TRACER_ERRORS as err:
         raise TypeError(
             f"f is not traceable by JAX ({type(err).__name__}): it turns a traced array into a "
             "Python or NumPy value. Write f with jax.numpy and lax (jnp.where or lax.cond for "
