@@ -62,7 +62,6 @@ def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, 
     args = (traced.params, x, chosen)
     enable_persistent_cache()
     program, consts = program_for(kernel, args, devices, static=traced.key is not None, fingerprint=traced.fingerprint)
-    program.bind(traced.params, x)
     actions.validate(out_action, group, program.out_shape[0], "out_action")
     arguments.probe_user_action(in_action, group, x, "in_action")
     tolerances = [actions.resampling_tolerance(a) for a in (in_action, out_action)]

@@ -14,9 +14,7 @@ Nothing here decides: ``equivax.verdicts.decide`` does, from the ``Measurements`
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -25,7 +23,7 @@ import numpy as np
 
 from equivax import verdicts
 from equivax._kernel import batch_size
-from equivax._program import Program, eps
+from equivax._program import Program, eps, other_precision
 from equivax._statistics import batched, relative_rows
 from equivax.precision import RetypeError
 
@@ -36,14 +34,6 @@ __all__ = ["SATURATED_ROUNDING", "measure"]
 SATURATED_ROUNDING = 1e-3
 
 _EPS64 = eps(np.float64)
-
-
-@contextlib.contextmanager
-def _other_precision() -> Iterator[None]:
-    """float64 enabled, and JAX's standard promotion: the re-run mirrors a traced program, whose
-    dtypes were settled when it was traced, whatever promotion mode the caller runs under."""
-    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
-        yield
 
 
 def _parts(y: Any, each_output: bool) -> list[Any]:
@@ -86,6 +76,10 @@ def measure(
     resampling_tolerance: float | None = None,
 ) -> Measured:
     params, x, elements = args
+    f64 = program.coarsest_eps <= _EPS64
+    other = np.float32 if f64 else np.float64
+    if not tolerance:
+        program.prepare(other)  # compiled on another core while the first run compiles and runs
     y, stats = program(consts, *args)
     if not stats["x_finite"]:
         raise ValueError("x contains NaN or inf; check equivariance on finite inputs")
@@ -93,7 +87,6 @@ def measure(
     x_leaves = jax.tree.leaves(x)
     dtype = str(x_leaves[0].dtype)
     size = int(sum(np.prod(np.shape(leaf)[1:]) for leaf in x_leaves))
-    f64 = program.coarsest_eps <= _EPS64
     y_parts = _parts(y, program.kernel.each_output)
     base = []
     for p, part in enumerate(stats["parts"]):
@@ -121,10 +114,9 @@ def measure(
 
     subset = np.flatnonzero(todo)
     chosen = np.asarray(elements)[subset]
-    other = np.float32 if f64 else np.float64
     other_name = np.dtype(other).name
     try:
-        with _other_precision():
+        with other_precision():
             y_other, stats_other = program.run_in(other, consts, params, x, chosen)
             y_other = jax.tree.map(np.asarray, y_other)
     except RetypeError as err:
@@ -148,7 +140,7 @@ def measure(
         measured.append(dataclasses.replace(m, rel_other=rel_other, other_finite=other_finite, rounding=rounding))
 
     if any(np.nanmax(np.append(m.rounding, 0)) > SATURATED_ROUNDING for m in measured):
-        with _other_precision():
+        with other_precision():
             y_nudged, _ = program.run_in(np.float64, consts, params, _nudged(x), chosen)
             nudged_parts = _parts(jax.tree.map(np.asarray, y_nudged), program.kernel.each_output)
         measured = [
@@ -172,7 +164,7 @@ def _resolution(program: Program, consts: list[Any], args: tuple[Any, ...], meas
     params, x, elements = args
     chosen = np.asarray(elements)[index]
     moved = []
-    with _other_precision():
+    with other_precision():
         for seed in (1, 2):
             _, stats_p = program.run_in(np.float64, consts, params, x, chosen, seed=seed)
             moved.append([np.asarray(part["rel"], np.float64).reshape(len(index), -1) for part in stats_p["parts"]])

@@ -9,8 +9,11 @@ elements and with the stored constants perturbed at their own precision.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,10 +23,10 @@ import numpy as np
 from jax.extend import core as jex
 
 from equivax._kernel import TRACER_ERRORS, Kernel
-from equivax._sharding import Placement, padded_count
+from equivax._sharding import Placement
 from equivax.precision import RetypeError, retype_value, retyped
 
-__all__ = ["Program", "trace"]
+__all__ = ["Program", "other_precision", "trace"]
 
 
 def _flax_trace_error() -> type[Exception]:
@@ -129,6 +132,21 @@ def other_precision_device() -> Any:
     return None
 
 
+def _ahead_of_time() -> bool:
+    """Whether the other precision may be compiled ahead, in parallel (``EQUIVAX_PARALLEL_COMPILE``,
+    default on; off where every core is already busy, as in a parallel test run)."""
+    return os.environ.get("EQUIVAX_PARALLEL_COMPILE", "1").lower() not in ("0", "false", "no", "off")
+
+
+@contextlib.contextmanager
+def other_precision() -> Any:
+    """float64 enabled (a float32 re-run of a float64 program keeps its int64 indices too), and
+    JAX's standard promotion: the re-run mirrors a traced program, whose dtypes were settled when
+    it was traced, whatever the caller's promotion mode. Both settings are thread-local."""
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        yield
+
+
 class Program:
     """A traced kernel, its compiled run in f's precision and (lazily) in other precisions."""
 
@@ -147,7 +165,7 @@ class Program:
         self.consts = list(self.closed.consts)
         self.out_tree = jax.tree.structure(self.out_shape)
         self.run = jax.jit(jex.jaxpr_as_fun(hoisted(self.closed)))
-        self._other: dict[tuple[str, int], tuple[Callable[..., Any], Any]] = {}
+        self._other: dict[str, concurrent.futures.Future] = {}  # per precision: (jitted, executable)
 
     @property
     def chunk_size(self) -> int | None:
@@ -172,34 +190,54 @@ class Program:
         """Run in f's precision with these closed-over values (those of the latest trace)."""
         return self._finish(self.run(*self.flat_args(consts, args)), len(args[2]))
 
-    def _retyped(self, float_dtype: Any, count: int) -> tuple[Callable[..., Any], Any]:
-        key = (np.dtype(float_dtype).name, count)
+    def _retyped(self, float_dtype: Any) -> tuple[Callable[..., Any], Any]:
+        """The jitted program in ``float_dtype`` and, when it was compiled ahead (``prepare``), its
+        executable; raises ``RetypeError`` for a program that cannot run in another precision."""
+        key = np.dtype(float_dtype).name
         if key not in self._other:
-            closed = self.closed
-            if count != self.count:  # a subset of the elements: the same kernel traced for fewer
-                elements = np.zeros((padded_count(count, self.multiple), *self.out_elements_shape), self.elements_dtype)
-                closed = trace(self.kernel, (self._params_shape, self._x_shape, elements))[0]
-            fn = retyped(hoisted(closed), float_dtype)
-            if fn.fixed_precision:
-                raise RetypeError(
-                    f"f calls foreign code ({', '.join(sorted(fn.fixed_precision))}) that computes in its declared "
-                    "precision, so another precision cannot resolve its rounding"
-                )
-            self._other[key] = (jax.jit(fn), closed)
-        return self._other[key]
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            future.set_result((self._jitted(float_dtype), None))
+            self._other[key] = future
+        return self._other[key].result()
 
-    @property
-    def out_elements_shape(self) -> tuple[int, ...]:
-        return tuple(self.closed.jaxpr.invars[-1].aval.shape[1:])
+    def _jitted(self, float_dtype: Any) -> Callable[..., Any]:
+        fn = retyped(hoisted(self.closed), float_dtype)
+        if fn.fixed_precision:
+            raise RetypeError(
+                f"f calls foreign code ({', '.join(sorted(fn.fixed_precision))}) that computes in its declared "
+                "precision, so another precision cannot resolve its rounding"
+            )
+        return jax.jit(fn)
 
-    @property
-    def elements_dtype(self) -> Any:
-        return self.closed.jaxpr.invars[-1].aval.dtype
+    def prepare(self, float_dtype: Any) -> None:
+        """Start compiling the program in ``float_dtype`` on a background thread, so XLA compiles
+        it while the first run compiles and runs (two programs, two cores). Its inputs' shapes are
+        known before any value is: the re-run always evaluates all the elements (see ``run_in``).
+        Only for a program on one device (sharded programs compile on first use)."""
+        key = np.dtype(float_dtype).name
+        if key in self._other or self.kernel.shards > 1 or not _ahead_of_time():
+            return
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._other[key] = future
+        device = other_precision_device()
 
-    def bind(self, params: Any, x: Any) -> None:
-        """Remember the argument structure, so subsets of elements can be traced again."""
-        self._params_shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), params)
-        self._x_shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), x)
+        def spec(var: Any) -> Any:
+            dtype = var.aval.dtype
+            if _is_float(dtype):
+                dtype = retype_value(np.zeros((), dtype), float_dtype).dtype
+            sharding = None if device is None else jax.sharding.SingleDeviceSharding(device)
+            return jax.ShapeDtypeStruct(var.aval.shape, dtype, sharding=sharding)
+
+        def compile_() -> None:
+            try:
+                with other_precision():
+                    jitted = self._jitted(float_dtype)
+                    specs = [spec(v) for v in (*self.closed.jaxpr.constvars, *self.closed.jaxpr.invars)]
+                    future.set_result((jitted, jitted.lower(*specs).compile()))
+            except BaseException as err:  # noqa: BLE001 - handed to the run that needs it
+                future.set_exception(err)
+
+        threading.Thread(target=compile_, name="equivax-other-precision", daemon=True).start()
 
     def run_in(
         self,
@@ -215,9 +253,13 @@ class Program:
         With ``seed``, the stored low-precision values (closed-over arrays, parameters, floating
         elements) are first moved by half an ulp of their own precision (``perturbed``).
         """
-        run, closed = self._retyped(float_dtype, len(elements))
-        if len(elements) != self.count:
-            consts = closed.consts
+        run, compiled = self._retyped(float_dtype)
+        # Always the whole element axis, the chosen elements first and the first repeated after
+        # them: one program in the other precision however many elements a call re-runs.
+        count = len(elements)
+        elements = np.asarray(elements)
+        if count < self.count:
+            elements = np.concatenate([elements, np.repeat(elements[:1], self.count - count, axis=0)])
         args = (params, x, elements)
         values = [*consts, *jax.tree.leaves(self._padded(args))]
         n_consts = len(consts)
@@ -225,13 +267,19 @@ class Program:
         if seed is not None:
             stored = set(range(n_consts + n_params)) | {len(values) - 1}
             values = [perturbed(v, seed + i) if i in stored else v for i, v in enumerate(values)]
+        closed = self.closed
         leaves = [
             _host_retype(v, float_dtype, var.aval.dtype)
             for v, var in zip(values, [*closed.jaxpr.constvars, *closed.jaxpr.invars], strict=True)
         ]
         device = other_precision_device()
         placed = self.placement.place(leaves) if device is None else jax.device_put(leaves, device)
-        return self._finish(run(*placed), len(elements))
+        if compiled is not None:
+            try:
+                return self._finish(compiled(*placed), count)
+            except (TypeError, ValueError):  # placed unlike the ahead-of-time guess: jit decides
+                pass
+        return self._finish(run(*placed), count)
 
     @functools.cached_property
     def coarsest_eps(self) -> float:

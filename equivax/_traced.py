@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
@@ -228,9 +229,9 @@ def _linen_module(f: Any) -> bool:
 
 def split(f: Any) -> Traced:
     """Make ``f`` a pure function of ``(params, x)``; raise a one-line error for what cannot be."""
-    from flax import nnx
-
-    if isinstance(f, nnx.Module):
+    # An NNX module exists only once flax.nnx is imported: a plain function does not pay its import.
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is not None and isinstance(f, nnx.Module):
         notes: tuple[str, ...] = ()
         training = _training_modules(f)
         if training:

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from equivax._arguments import as_action, as_elements, as_group, as_tolerance
 from equivax._traced import split
 from equivax.groups import Group
+
+if TYPE_CHECKING:
+    import optax
 
 __all__ = ["WorstCase", "worst_case"]
 
@@ -149,6 +151,8 @@ def worst_case(
     in_action = as_action(in_action, group, "in_action")
     out_action = as_action(out_action, group, "out_action")
     chosen = as_elements(group, elements)
+    import optax  # on first use: `import equivax` does not pay for it
+
     optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
     key = jax.random.key(0) if key is None else key
     traced = split(f)
