@@ -34,6 +34,7 @@ from equivax._check import check as check
 from equivax._check import check_outputs as check_outputs
 from equivax._check import compiled_memory as compiled_memory
 from equivax._localize import localize as localize
+from equivax._program import block_until_compiled as block_until_compiled
 from equivax._report import Report as Report
 from equivax._report import report as report
 from equivax.groups import Group as Group
@@ -76,6 +77,7 @@ __all__ = [
     "WorstCase",
     "actions",
     "assert_equivariant",
+    "block_until_compiled",
     "cache_info",
     "check",
     "check_outputs",

@@ -75,11 +75,23 @@ def measure(
     tolerance: bool,
     resampling_tolerance: float | None = None,
 ) -> Measured:
-    params, x, elements = args
     f64 = program.coarsest_eps <= _EPS64
     other = np.float32 if f64 else np.float64
     if not tolerance:
         program.prepare(other)  # compiled on another core while the first run compiles and runs
+    return _measure(program, consts, args, other, tolerance, resampling_tolerance)
+
+
+def _measure(
+    program: Program,
+    consts: list[Any],
+    args: tuple[Any, ...],
+    other: Any,
+    tolerance: bool,
+    resampling_tolerance: float | None,
+) -> Measured:
+    params, x, elements = args
+    f64 = other == np.float32
     y, stats = program(consts, *args)
     if not stats["x_finite"]:
         raise ValueError("x contains NaN or inf; check equivariance on finite inputs")

@@ -26,7 +26,7 @@ from equivax._kernel import TRACER_ERRORS, Kernel
 from equivax._sharding import Placement
 from equivax.precision import RetypeError, retype_value, retyped
 
-__all__ = ["Program", "other_precision", "trace"]
+__all__ = ["Program", "block_until_compiled", "other_precision", "trace"]
 
 
 def _flax_trace_error() -> type[Exception]:
@@ -132,6 +132,21 @@ def other_precision_device() -> Any:
     return None
 
 
+#: Compilations started ahead on a background thread and not yet finished.
+_PENDING: set[concurrent.futures.Future] = set()
+
+
+def block_until_compiled() -> None:
+    """Wait for the compilations that checks started ahead, on a background thread.
+
+    A check compiles its program in the other precision while its first run compiles and runs
+    (``EQUIVAX_PARALLEL_COMPILE=0`` switches this off). When no element needed that program (all
+    were bit-exact), the check returns without waiting and the compilation finishes behind it,
+    ready for a later check. Call this before timing anything else, or to count compilations.
+    """
+    concurrent.futures.wait(list(_PENDING))
+
+
 def _ahead_of_time() -> bool:
     """Whether the other precision may be compiled ahead, in parallel (``EQUIVAX_PARALLEL_COMPILE``,
     default on; off where every core is already busy, as in a parallel test run)."""
@@ -219,6 +234,8 @@ class Program:
             return
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._other[key] = future
+        _PENDING.add(future)
+        future.add_done_callback(_PENDING.discard)
         device = other_precision_device()
 
         def spec(var: Any) -> Any:
@@ -237,7 +254,8 @@ class Program:
             except BaseException as err:  # noqa: BLE001 - handed to the run that needs it
                 future.set_exception(err)
 
-        threading.Thread(target=compile_, name="equivax-other-precision", daemon=True).start()
+        # Not a daemon: a process exiting while XLA compiles would abort (checks settle it anyway).
+        threading.Thread(target=compile_, name="equivax-other-precision").start()
 
     def run_in(
         self,

@@ -210,6 +210,7 @@ class Monitor:
                 scale = float("nan")
             else:
                 scale = float(_rms_of_pytree(f, self.x) if f is self.f else _rms(f(self.x)))
+            equivax.block_until_compiled()  # a compilation started ahead counts here, not later
         self.seconds.append(time.perf_counter() - start)
         self.compilations.append(compiled[0])
         self.steps.append(int(step))

@@ -9,6 +9,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 # Tests do not read or fill the user's persistent compilation cache (one test switches it on in a
 # subprocess with its own cache directory).
 os.environ.setdefault("EQUIVAX_COMPILATION_CACHE", "0")
+# The suite's two workers keep both cores busy: the other-precision program is compiled when first
+# needed, on the calling thread (tests of the ahead-of-time compilation switch it on themselves).
+os.environ.setdefault("EQUIVAX_PARALLEL_COMPILE", "0")
 # Failing assertions inside the suite save their inputs here, not in the user's /tmp/equivax-failures.
 os.environ.setdefault("EQUIVAX_FAILURE_DIR", os.path.join(tempfile.gettempdir(), f"equivax-tests-{os.getpid()}"))
 
