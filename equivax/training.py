@@ -22,7 +22,8 @@ pass ``jax.tree_util.Partial(apply_fn, params)``, a pytree whose array leaves ar
 hand each new ``Partial`` to the call: ``monitor(step, f=Partial(apply_fn, params))``. Any other
 callable (a closure over a module, say) is traced again at every call so that what it closes
 over is read afresh, and its Lie derivatives are compiled again too: it works, slowly. Each call
-counts the XLA compilations it caused (``Monitor.compilations``), so a re-compile shows.
+counts the XLA compilations it caused (``Monitor.compilations``; a program loaded from JAX's
+persistent compilation cache counts as one), so a re-compile shows.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ __all__ = ["Monitor", "html", "plot", "to_json", "write"]
 #: Exact zeros are drawn at this height on the logarithmic error axis.
 ZERO_AT = 1e-16
 _MARKERS = {"equivariant": "o", "approximate": "s", "undecided": "^", "broken": "X", "nonfinite": "D"}
-_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+#: A backend compilation, or a program loaded from the persistent cache instead of compiled.
+_COMPILE_EVENTS = ("/jax/core/compile/backend_compile_duration", "/jax/compilation_cache/cache_retrieval_time_sec")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -64,7 +66,7 @@ _compile_counters: list[list[int]] = []
 
 
 def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
-    if event == _COMPILE_EVENT:
+    if event in _COMPILE_EVENTS:
         with _compile_lock:
             for counter in _compile_counters:
                 counter[0] += 1
@@ -75,7 +77,8 @@ jax.monitoring.register_event_duration_secs_listener(_on_duration)
 
 @contextlib.contextmanager
 def _counting_compilations() -> Iterator[list[int]]:
-    """Count the XLA compilations made inside the block (all threads): ``counter[0]``."""
+    """Count the XLA compilations (and persistent-cache loads) made inside the block, in all
+    threads: ``counter[0]``."""
     counter = [0]
     with _compile_lock:
         _compile_counters.append(counter)

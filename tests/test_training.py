@@ -117,7 +117,7 @@ def test_a_planted_update_mid_training_breaks_the_verdicts_from_that_step_on(ahe
     # the float64 re-run is compiled once: when a verdict first needs it, or ahead, with the first
     # check (counted there, though no element needed it before the planted update)
     later = {s: c for s, c in zip(monitor.steps[1:], monitor.compilations[1:], strict=True) if c}
-    assert later == ({} if ahead == "1" else {10: 1})
+    assert set(later) == (set() if ahead == "1" else {10}), later
     assert np.all(monitor.rel_error[monitor.steps.index(10) :] > 1e-2)
 
 
