@@ -39,6 +39,7 @@ def model(width: int, readout: bool, depth: int = 4, seed: int = 0):
         zoo.circular_conv(jax.random.normal(k, (3, 3, 3 if i == 0 else width, width)) / (3 * width**0.5))
         for i, k in enumerate(keys)
     ]
+
     def f(x):
         for conv in convs:
             x = jax.nn.relu(conv(x))
