@@ -1,10 +1,10 @@
 """The other-precision program compiled ahead, on a background thread (``EQUIVAX_PARALLEL_COMPILE``).
 
-The suite runs with it off (conftest); these tests switch it on and compare every verdict and
-number with the on-demand path, on the cases where the two could differ: some elements bit-exact
-and others not (the re-run pads the subset), a float64 program (a float32 re-run), foreign code
-(the refusal travels through the background thread), a forced second-precision device, and a
-check whose elements are all bit-exact (it returns without waiting).
+On by default with 4 or more cores; the suite runs with it off (conftest). These tests switch it
+on and compare every verdict and number with the on-demand path, on the cases where the two could
+differ: some elements bit-exact and others not (the re-run pads the subset), a float64 program (a
+float32 re-run), foreign code (the refusal travels through the background thread), a forced
+second-precision device, and a check whose elements are all bit-exact (it returns without waiting).
 """
 
 import collections
@@ -41,6 +41,20 @@ W = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 2, 2)) / 3, jnp.floa
 def symmetric(w):
     ws = [jnp.rot90(w, k, axes=(0, 1)) for k in range(4)]
     return sum(ws) / 4
+
+
+@pytest.mark.parametrize(
+    ("flag", "cores", "ahead"), [(None, 2, False), (None, 8, True), ("1", 2, True), ("0", 8, False)]
+)
+def test_ahead_of_time_compilation_is_on_with_four_cores_or_when_asked(monkeypatch, flag, cores, ahead):
+    from equivax import _program
+
+    if flag is None:
+        monkeypatch.delenv("EQUIVAX_PARALLEL_COMPILE", raising=False)
+    else:
+        monkeypatch.setenv("EQUIVAX_PARALLEL_COMPILE", flag)
+    monkeypatch.setattr(_program.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert _program._ahead_of_time() is ahead
 
 
 def both_ways(monkeypatch, f, *args, **kwargs):
