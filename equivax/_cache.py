@@ -74,16 +74,16 @@ def _largest_intermediate(jaxpr: Any) -> int:
     return largest
 
 
-def auto_chunk(program: Program, n_elements: int) -> int | None:
+def auto_chunk(per_element: float, n_elements: int) -> int | None:
     """Chunk size for the default ``chunk_size=None``: all at once, except on a CPU whose caches
-    the per-element intermediates would overflow. ``n_elements`` counts those on one device.
+    the per-element intermediates (``per_element`` bytes) would overflow. ``n_elements`` counts
+    those on one device.
 
     Chunks are balanced (``ceil(n / chunks)``) and the elements padded to a whole number of
     them, so XLA compiles the chunk body once (a remainder chunk would compile it twice).
     """
     if jax.default_backend() != "cpu" or n_elements < 2:
         return None
-    per_element = _largest_intermediate(program.closed.jaxpr) / program.count
     limit = int(CPU_CHUNK_BYTES // max(per_element, 1))
     if limit >= n_elements:
         return None
@@ -91,15 +91,29 @@ def auto_chunk(program: Program, n_elements: int) -> int | None:
     return -(-n_elements // chunks)
 
 
+def _per_element_bytes(kernel: Kernel, args: tuple[Any, ...]) -> float | None:
+    """The largest array one element's evaluation makes, from a trace of f alone (far cheaper than
+    tracing the whole kernel twice); ``None`` when f alone does not trace (the kernel's trace then
+    raises the error that says why)."""
+    params, x, _ = args
+    try:
+        jaxpr = jax.make_jaxpr(lambda p, v: kernel.fn(p, v))(params, x)
+    except Exception:  # noqa: BLE001 - reported by the kernel's own trace
+        return None
+    outputs = [int(np.prod(a.aval.shape)) * a.aval.dtype.itemsize for a in jaxpr.jaxpr.outvars if hasattr(a, "aval")]
+    return max(_largest_intermediate(jaxpr.jaxpr), *outputs, 1)
+
+
 def _build(kernel: Kernel, args: tuple[Any, ...], devices: Sequence[Any], traced: Any = None) -> Program:
     _COUNTS["programs"] += 1
-    _COUNTS["traces"] += traced is None
-    program = Program(kernel, args, devices, traced)
     per_device = -(-len(args[2]) // kernel.shards)
-    if kernel.chunk_size is None and (chunk := auto_chunk(program, per_device)) is not None:
-        _COUNTS["traces"] += 1
-        program = Program(dataclasses.replace(kernel, chunk_size=chunk), args, devices)
-    return program
+    if traced is None and kernel.chunk_size is None and jax.default_backend() == "cpu" and per_device >= 2:
+        per_element = _per_element_bytes(kernel, args)
+        chunk = None if per_element is None else auto_chunk(per_element, per_device)
+        if chunk is not None:
+            kernel = dataclasses.replace(kernel, chunk_size=chunk)
+    _COUNTS["traces"] += traced is None
+    return Program(kernel, args, devices, traced)
 
 
 def program_for(
