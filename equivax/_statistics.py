@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 __all__ = ["batched", "element_stats", "error_map", "relative_rows"]
 
@@ -33,11 +34,26 @@ def _rows(xp: Any, leaves: Sequence[Any], is_batched: bool) -> Any:
     return xp.concatenate([xp.reshape(leaf, (1, -1)) for leaf in leaves], axis=1)
 
 
+def _inverse_power_of_two(xp: Any, largest: Any) -> Any:
+    """``2**-e`` for ``largest = m · 2**e`` (``0.5 ≤ m < 1``, ``frexp``'s exponent), ``e`` clamped to
+    ±100 so the factor is a normal number. Traced, it is built from the exponent bits (a shift and
+    a mask: XLA compiles ``frexp``/``ldexp`` into much more code for the same number)."""
+    largest = xp.where(largest > 0, largest, 1)  # an all-zero row: any factor does
+    if xp is np:
+        _, exponent = np.frexp(largest)
+        return np.ldexp(np.ones_like(largest), -np.clip(exponent, -100, 100))
+    info = jnp.finfo(largest.dtype)
+    ints = jnp.int32 if info.bits == 32 else jnp.int64
+    bias = info.maxexp - 1
+    biased = (lax.bitcast_convert_type(largest, ints) >> info.nmant) & (2 * bias + 1)
+    exponent = jnp.clip(biased - (bias - 1), -100, 100)  # subnormals clamp to -100
+    return lax.bitcast_convert_type((bias - exponent) << info.nmant, largest.dtype)
+
+
 def _relative(xp: Any, got: Any, want: Any) -> Any:
     """Per-row relative distance of two ``(rows, values)`` matrices, overflow- and flush-safe."""
     largest = xp.maximum(xp.max(xp.abs(got), axis=1), xp.max(xp.abs(want), axis=1))
-    _, exponent = xp.frexp(xp.where(largest > 0, largest, 1))
-    factor = xp.ldexp(xp.ones_like(largest), -xp.clip(exponent, -100, 100))[:, None]  # exact, normal
+    factor = _inverse_power_of_two(xp, largest)[:, None]  # exact, normal
     factor = factor.astype(got.dtype)  # complex rows: a complex factor with zero imaginary part
     num = xp.sqrt(xp.sum(xp.square(xp.abs(got * factor - want * factor)), axis=1))
     den = xp.sqrt(xp.sum(xp.square(xp.abs(want * factor)), axis=1))
@@ -62,9 +78,10 @@ def element_stats(got: Any, want: Any, n: int) -> dict[str, jax.Array]:
     got_leaves, want_leaves = [_wide(a) for a in jax.tree.leaves(got)], [_wide(a) for a in jax.tree.leaves(want)]
     is_batched = batched(want_leaves, n)
     got_rows, want_rows = _rows(jnp, got_leaves, is_batched), _rows(jnp, want_leaves, is_batched)
-    finite = jnp.all(jnp.isfinite(got_rows)) & jnp.all(jnp.isfinite(want_rows))
-    got_rows = jnp.where(jnp.isfinite(got_rows), got_rows, 0)
-    want_rows = jnp.where(jnp.isfinite(want_rows), want_rows, 0)
+    # Where either side is NaN or inf, both are set to zero: the rest is measured as usual.
+    both = jnp.isfinite(got_rows) & jnp.isfinite(want_rows)
+    finite = jnp.all(both)
+    got_rows, want_rows = jnp.where(both, got_rows, 0), jnp.where(both, want_rows, 0)
     rel = _relative(jnp, got_rows, want_rows)
     # |a − b| without overflow: half of each side first (exact in binary), doubled on the host.
     half = jnp.abs(got_rows / 2 - want_rows / 2).reshape(-1)
