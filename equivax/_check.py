@@ -67,7 +67,7 @@ def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, 
     tolerances = [actions.resampling_tolerance(a) for a in (in_action, out_action)]
     tolerances = [t for t in (*tolerances, group.resampling_tolerance) if t is not None]
     refresh = None if traced.key is not None else functools.partial(fingerprint, f)
-    notes = (*traced.notes, *([group.note] if getattr(group, "note", None) else []))
+    notes = (*traced.notes, *([group.note] if group.note else []))
     return _Prepared(group, program, consts, args, rtol, atol, notes, max(tolerances, default=None), refresh)
 
 

@@ -151,7 +151,7 @@ def block_until_compiled() -> None:
 def _ahead_of_time() -> bool:
     """Whether the other precision is compiled ahead, in parallel: ``EQUIVAX_PARALLEL_COMPILE`` (1 or
     0) when set, else on machines with at least 4 cores. On 2 cores XLA's own compilation already
-    keeps both busy: ahead-of-time compilation gained 10% on one first verdict and lost 37% on a
+    keeps both busy: ahead-of-time compilation gained 10% on one first verdict and lost 38% on a
     bit-exact one, whose program in the other precision is never needed (benchmarks/README.md)."""
     flag = os.environ.get("EQUIVAX_PARALLEL_COMPILE")
     if flag is not None:

@@ -11,17 +11,14 @@ circularly by ``dy`` rows and ``dx`` columns (``jnp.roll``). Because every built
 encoding, one image action (``equivax.actions.image``) serves them all, and a traced element
 can be composed, inverted and applied without Python branches.
 
-The law itself (composition, inverse, labels) lives in ``equivax._planar``, shared with the
-actions and the layers.
+The law itself (composition, inverse, labels) lives in ``equivax._planar``, shared with the actions.
 
-User groups come from ``finite``: a list of elements, or generators whose closure is computed,
-with a composition function (matrix product by default); closure, identity, inverses and labels
-(shortest words in the generators) are derived from the Cayley table, computed on the host in the
-elements' dtype and matched with a dtype-scaled tolerance.
+User groups come from ``finite``: elements, or generators whose closure is computed, with a
+composition (matrix product by default); identity, inverses and labels (shortest words) come from
+the Cayley table, computed on the host in the elements' dtype with a dtype-scaled tolerance.
 
-This file holds one concept, the ``Group`` type and the constructors of every built-in family,
-and runs a little past the project's 450-line guide for it; the machinery behind ``finite``
-(tolerant row matching, closure, the Cayley table, word labels) lives in ``equivax._cayley``.
+This file holds one concept, the ``Group`` type and the constructors of every built-in family, a
+little past the 450-line guide; the machinery behind ``finite`` lives in ``equivax._cayley``.
 """
 
 from __future__ import annotations
@@ -95,6 +92,8 @@ class Group:
       match_tolerance: the largest difference per entry at which a concrete array is taken for an
         element (``index``, ``label``, ``inverse``); ``None`` derives it from the elements' dtype:
         0 for integers, ``sqrt(eps) · max(1, max |element|)`` for floats.
+      note: what the group leaves out of the symmetry it stands for (a sampled or truncated
+        family); every check on it carries the note.
     """
 
     name: str
@@ -108,6 +107,7 @@ class Group:
     image_action: Callable[[Element, jax.Array], jax.Array] | None = None
     resampling_tolerance: float | None = None
     match_tolerance: float | None = None
+    note: str | None = None
 
     # -- pytree: the elements are the data; everything else is static structure ----------------
     def tree_flatten(self):

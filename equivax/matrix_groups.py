@@ -62,15 +62,12 @@ def _group(name: str, table: np.ndarray, labels: list[str], text: str) -> Group:
         inverse_fn=law.inverse,
         image_action=fields.channels(fields.vector(table.shape[1])),
     )
-    if "note" in {f.name for f in dataclasses.fields(Group)}:
-        return dataclasses.replace(group, note=text)
-    object.__setattr__(group, "note", text)  # Group has no note field yet: an attribute of this instance
-    return group
+    return dataclasses.replace(group, note=text)
 
 
 def note(group: Group) -> str | None:
     """What ``group`` leaves out of the symmetry it stands for (``None`` when it says nothing)."""
-    return getattr(group, "note", None)
+    return group.note
 
 
 # ------------------------------------------------------------------------------------------------

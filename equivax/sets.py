@@ -71,10 +71,7 @@ def _group(name: str, table: np.ndarray, note: str | None) -> Group:
         inverse_fn=law.inverse,
         image_action=permutation(axes=(1,)),
     )
-    if "note" in {f.name for f in dataclasses.fields(Group)}:
-        return dataclasses.replace(group, note=note)
-    object.__setattr__(group, "note", note)  # Group has no note field yet: an attribute of this instance
-    return group
+    return dataclasses.replace(group, note=note)
 
 
 def _size(n: Any) -> int:

@@ -1,5 +1,6 @@
 """Permutations of set axes: the group law, the action law, validation, and checks of set and graph models."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -71,6 +72,13 @@ def test_sampled_permutations_are_seeded_distinct_and_noted():
     assert np.all(np.sort(first.elements, axis=1) == np.arange(12))
     assert first.labels[1] == "(0 1)"  # the swap of the first two comes first
     assert "a sample, not the whole group" in first.note
+    # the note is a field: it survives a pytree round trip and a replace, and reaches every check
+    rebuilt = jax.tree.map(lambda e: e, first)
+    assert rebuilt.note == first.note and np.array_equal(rebuilt.elements, first.elements)
+    assert dataclasses.replace(first, name="renamed").note == first.note
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 12, 3)), jnp.float32)
+    result = equivax.check(lambda v: jnp.tanh(v), x, rebuilt, in_action=sets.permutation((1,)))
+    assert result.ok and first.note in result.notes
     with pytest.raises(ValueError, match="count must be a positive"):
         sets.sampled_permutations(5, 0)
 
