@@ -104,13 +104,13 @@ class Kernel:
     def __hash__(self) -> int:
         return hash(tuple(stable_hash(part) for part in self._parts()))
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Kernel) and all(same(a, b) for a, b in zip(self._parts(), other._parts(), strict=True))
+
     def _input(self, g: jax.Array, x: Any) -> Any:
         gx = _acting(self.in_action, g, x, "in_action")
         same_layout(x, gx, "in_action(g, x)", "x has")
         return gx
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Kernel) and all(same(a, b) for a, b in zip(self._parts(), other._parts(), strict=True))
 
     def __call__(self, params: Any, x: Any, elements: jax.Array) -> tuple[Any, dict[str, Any]]:
         n = batch_size(x)
@@ -125,8 +125,7 @@ class Kernel:
             y = jax.tree.map(lambda a: a[0], y_all)
             y_all = jax.tree.map(lambda a: a[1:], y_all)
         else:
-            y = self.fn(params, x)
-        _check_outputs(y)
+            y = _check_outputs(self.fn(params, x))
 
         def one(g: jax.Array, y_g: Any = None) -> dict[str, Any]:
             if y_g is None:
