@@ -12,13 +12,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from equivax import actions as actions_lib
 from equivax._statistics import batched, element_stats, error_map
 from equivax._traced import same, stable_hash
 
-__all__ = ["TRACER_ERRORS", "Kernel", "batch_size", "same_layout"]
+__all__ = ["TRACER_ERRORS", "Grouped", "Kernel", "Packed", "batch_size", "same_layout", "unpacked"]
 
 
 def batch_size(x: Any) -> int:
@@ -26,13 +27,46 @@ def batch_size(x: Any) -> int:
     return int(jax.tree.leaves(x)[0].shape[0])
 
 
-def _leaf_actions(out_action: Any, y: Any) -> list[Any]:
-    """The action that applies to each leaf of ``y``."""
-    n = len(jax.tree.leaves(y))
+def _leaf_actions(out_action: Any, y: Any) -> list[Any] | None:
+    """The action that moves each leaf of ``y`` by itself; ``None`` when some action moves a
+    subtree as a whole (an action on a (positions, features) pair, say)."""
+    leaves = jax.tree.leaves(y)
     if not isinstance(out_action, actions_lib.TreeAction):
-        return [out_action] * n
-    parts = out_action.treedef.flatten_up_to(y)
-    return [act for act, part in zip(out_action.leaves, parts, strict=True) for _ in jax.tree.leaves(part)]
+        alone = len(leaves) == 1 or actions_lib.acts_leafwise(out_action)
+        return [out_action] * len(leaves) if alone else None
+    found = []
+    for act, part in zip(out_action.leaves, out_action.treedef.flatten_up_to(y), strict=True):
+        sub = jax.tree.leaves(part)
+        if len(sub) > 1 and not actions_lib.acts_leafwise(act):
+            return None
+        found += [act] * len(sub)
+    return found
+
+
+def _same_action(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    return type(a) is type(b) and dataclasses.is_dataclass(a) and a == b
+
+
+def leaf_groups(out_action: Any, y: Any) -> list[tuple[Any, list[int]]] | None:
+    """Leaves of ``y`` grouped by shape, dtype and action, as ``(action, leaf indices)``: each group is
+    moved and measured as one stacked array, so XLA compiles its code once (a report's sixteen layer
+    outputs have four shapes). ``None`` when some action moves several leaves together."""
+    acts = _leaf_actions(out_action, y)
+    if acts is None:
+        return None
+    leaves = jax.tree.leaves(y)
+    groups: list[tuple[Any, list[int]]] = []
+    for i, (act, leaf) in enumerate(zip(acts, leaves, strict=True)):
+        for known, members in groups:
+            first = leaves[members[0]]
+            if (first.shape, first.dtype) == (leaf.shape, leaf.dtype) and _same_action(known, act):
+                members.append(i)
+                break
+        else:
+            groups.append((act, [i]))
+    return groups
 
 
 def same_layout(expected: Any, got: Any, what: str, fix: str) -> None:
@@ -82,6 +116,128 @@ def _check_outputs(y: Any) -> Any:
     return y
 
 
+@jax.tree_util.register_pytree_node_class
+class Packed:
+    """A pytree whose leaves are packed into one array per dtype, along a last axis after the
+    leading axes they share: ``layout`` (static) says where each leaf lies and its shape.
+
+    A loop body's outputs are packed because XLA compiles one dynamic-update-slice kernel per
+    output of a loop (each tens of milliseconds on CPU): a report's chunked body has about a
+    hundred statistics, which cost half its compile time. The host unpacks (``unpacked``).
+    """
+
+    def __init__(self, arrays: tuple[Any, ...], layout: Any):
+        self.arrays = tuple(arrays)
+        self.layout = layout
+
+    def tree_flatten(self) -> tuple[tuple[Any, ...], Any]:
+        return self.arrays, self.layout
+
+    @classmethod
+    def tree_unflatten(cls, layout: Any, arrays: Any) -> Packed:
+        return cls(arrays, layout)
+
+    @staticmethod
+    def pack(tree: Any) -> tuple[tuple[jax.Array, ...], Any]:
+        """``(one 1-D array per dtype, layout)`` of a pytree of arrays."""
+        leaves, treedef = jax.tree.flatten(tree)
+        dtypes = list(dict.fromkeys(jnp.dtype(leaf.dtype) for leaf in leaves))
+        offsets, places = [0] * len(dtypes), []
+        for leaf in leaves:
+            group = dtypes.index(jnp.dtype(leaf.dtype))
+            places.append((group, offsets[group], tuple(leaf.shape)))
+            offsets[group] += leaf.size
+        arrays = tuple(
+            jnp.concatenate([leaf.reshape(-1) for leaf in leaves if jnp.dtype(leaf.dtype) == dtype]) for dtype in dtypes
+        )
+        return arrays, (treedef, tuple(places))
+
+    def unpack(self) -> Any:
+        """The pytree, each leaf with the arrays' leading axes in front (NumPy on the host)."""
+        treedef, places = self.layout
+        leaves = []
+        for group, start, shape in places:
+            array = self.arrays[group]
+            size = int(np.prod(shape, dtype=np.int64))
+            leaves.append(array[..., start : start + size].reshape(*array.shape[:-1], *shape))
+        return jax.tree.unflatten(treedef, leaves)
+
+
+def unpacked(tree: Any) -> Any:
+    """``tree`` on the host with every ``Packed`` node replaced by the pytree it holds, and every
+    ``Grouped`` node by its parts."""
+
+    def restore(node: Any) -> Any:
+        if isinstance(node, Packed):
+            return unpacked(node.unpack())
+        return node.parts() if isinstance(node, Grouped) else node
+
+    return jax.tree.map(restore, tree, is_leaf=lambda n: isinstance(n, Packed | Grouped))
+
+
+def _mapped(fn: Callable[[Any], Any], xs: jax.Array, batch_size: int) -> Packed:
+    """``lax.map(fn, xs, batch_size=...)`` with the body's outputs packed (see ``Packed``)."""
+    layouts = []
+
+    def body(value: Any) -> tuple[jax.Array, ...]:
+        arrays, layout = Packed.pack(fn(value))
+        layouts.append(layout)
+        return arrays
+
+    arrays = lax.map(body, xs, batch_size=batch_size)
+    return Packed(arrays, layouts[-1])
+
+
+def _part_stats(got: jax.Array, want: jax.Array, n: int) -> dict[str, Any]:
+    stats = element_stats(got, want, n)
+    stats["map"] = error_map(got, want, batched([want], n))
+    return stats
+
+
+@jax.tree_util.register_pytree_node_class
+class Grouped:
+    """Per-leaf statistics measured stacked, one entry per group of equal leaves (see
+    ``leaf_groups``): ``stacked`` holds arrays with a member axis after the element axis.
+
+    Kept stacked to the host, which splits them (``parts``): splitting inside the program would
+    cost XLA a slice kernel per statistic and leaf.
+    """
+
+    def __init__(self, groups: tuple[dict[str, Any], ...], members: tuple[tuple[int, ...], ...]):
+        self.groups = tuple(groups)
+        self.members = members
+
+    def tree_flatten(self) -> tuple[tuple[dict[str, Any], ...], Any]:
+        return self.groups, self.members
+
+    @classmethod
+    def tree_unflatten(cls, members: Any, groups: Any) -> Grouped:
+        return cls(groups, members)
+
+    def parts(self) -> tuple[dict[str, Any], ...]:
+        """One statistics dict per leaf, in leaf order (arrays with the element axis first)."""
+        parts: list[Any] = [None] * sum(len(m) for m in self.members)
+        for group, members in zip(self.groups, self.members, strict=True):
+            for k, i in enumerate(members):
+                stats = {key: None if v is None else v[:, k] for key, v in group["stacked"].items()}
+                parts[i] = {**stats, "defined": group["defined"]}
+        return tuple(parts)
+
+
+def _grouped_parts(
+    groups: list[tuple[Any, list[int]]], g: jax.Array, got: list[Any], base: list[Any], in_defined: Any, n: int
+) -> Grouped:
+    """Per-leaf statistics and error maps, each group of equal leaves moved and measured stacked."""
+    measured = []
+    for act, members in groups:
+        stacked = jnp.stack([base[i] for i in members])
+        want = jax.vmap(lambda leaf, act=act: _acting(act, g, leaf, "out_action"))(stacked)
+        same_layout(stacked, want, "out_action(g, f(x))", "f(x) has")
+        stats = jax.vmap(lambda a, b: _part_stats(a, b, n))(jnp.stack([got[i] for i in members]), want)
+        measured.append({"stacked": stats, "defined": in_defined & actions_lib.is_defined(act, g)})
+    return Grouped(tuple(measured), tuple(tuple(members) for _, members in groups))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Kernel:
     """f(x) once, then statistics of f(g·x) − g·f(x) for each element (the traced program).
@@ -127,38 +283,41 @@ class Kernel:
         else:
             y = _check_outputs(self.fn(params, x))
 
-        def one(g: jax.Array, y_g: Any = None) -> dict[str, Any]:
+        groups = leaf_groups(self.out_action, y) if self.each_output else None
+
+        def one(g: jax.Array, y_g: Any = None) -> Any:
             if y_g is None:
                 y_g = self.fn(params, self._input(g, x))
+            in_defined = actions_lib.is_defined(self.in_action, g)
+            if groups is not None:
+                return _grouped_parts(groups, g, jax.tree.leaves(y_g), jax.tree.leaves(y), in_defined, n)
             target = _acting(self.out_action, g, y, "out_action")
             same_layout(y, target, "out_action(g, f(x))", "f(x) has")
-            in_defined = actions_lib.is_defined(self.in_action, g)
             if not self.each_output:
                 stats = element_stats(y_g, target, n)
                 stats["defined"] = in_defined & actions_lib.is_defined(self.out_action, g)
-                return {"parts": (stats,)}
+                return (stats,)
+            defined = in_defined & actions_lib.is_defined(self.out_action, g)
             parts = []
-            for a, b, act in zip(
-                jax.tree.leaves(y_g), jax.tree.leaves(target), _leaf_actions(self.out_action, y), strict=True
-            ):
+            for a, b in zip(jax.tree.leaves(y_g), jax.tree.leaves(target), strict=True):
                 stats = element_stats(a, b, n)
-                stats["defined"] = in_defined & actions_lib.is_defined(act, g)
+                stats["defined"] = defined
                 stats["map"] = error_map(a, b, batched([b], n))
                 parts.append(stats)
-            return {"parts": tuple(parts)}
+            return tuple(parts)
 
-        def run(part: jax.Array) -> dict[str, Any]:
+        def run(part: jax.Array) -> Any:
             if self.chunk_size is None or self.chunk_size >= part.shape[0]:
                 return jax.vmap(one)(part)
-            return lax.map(one, part, batch_size=self.chunk_size)
+            return _mapped(one, part, self.chunk_size)
 
         if together:
-            stats = jax.vmap(one)(elements, y_all)
+            stats = {"parts": jax.vmap(one)(elements, y_all)}
         elif self.shards == 1:
-            stats = run(elements)
+            stats = {"parts": run(elements)}
         else:  # one part per device: the partitioner splits the outer axis, each device maps its part
             parts = elements.reshape(self.shards, -1, *elements.shape[1:])
-            stats = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jax.vmap(run)(parts))
+            stats = {"parts": jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jax.vmap(run)(parts))}
         stats["x_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(x)]))
         leaves = jax.tree.leaves(y)
         finite = [jnp.all(jnp.isfinite(leaf)) for leaf in leaves]

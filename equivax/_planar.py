@@ -21,12 +21,14 @@ well as traced JAX integers (inside a vmapped check).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 #: The point groups of the planar encoding, as ordered tuples of (k, m). The order fixes the
 #: orientation axis of group feature maps: index ``k + 4 m`` for D4, ``k`` for C4.
@@ -54,17 +56,45 @@ def point_inverse(k: Any, m: Any) -> tuple[Any, Any]:
     return ((2 * m - 1) * k) % 4, m
 
 
+def point_slot(k: Any, m: Any) -> Any:
+    """Index ``k + 4 m`` of the point element ``(k, m)`` for any integers (``k`` modulo 4, ``m``
+    modulo 2; a bit mask is both, negative integers included)."""
+    return (k & 3) + 4 * (m & 1)
+
+
+def _linear_matrix(k: int, m: int) -> np.ndarray:
+    """The integer matrix of ``A^k M^m`` acting on a displacement ``(dy, dx)``."""
+
+    def image(dy: int, dx: int) -> tuple[int, int]:
+        dx = -dx if m else dx
+        return ((dy, dx), (-dx, dy), (-dy, -dx), (dx, -dy))[k % 4]
+
+    (a, c), (b, d) = image(1, 0), image(0, 1)
+    return np.array([[a, b], [c, d]], dtype=np.int32)
+
+
+#: The linear part ``A^k M^m`` of every point element, and its inverse, at ``point_slot(k, m)``:
+#: tables, so that a traced element selects its matrix with one lookup (compiled, a chain of
+#: selects per matrix entry costs XLA more than the gather of the pixels itself).
+LINEAR = np.stack([_linear_matrix(k, m) for m in (0, 1) for k in range(4)])
+INVERSE_LINEAR = np.stack([_linear_matrix(*point_inverse(k, m)) for m in (0, 1) for k in range(4)])
+
+
+def _times(matrix: Any, v0: Any, v1: Any) -> tuple[Any, Any]:
+    return matrix[0, 0] * v0 + matrix[0, 1] * v1, matrix[1, 0] * v0 + matrix[1, 1] * v1
+
+
 def rotate_vector(k: Any, m: Any, v: Any) -> jax.Array:
     """Apply the linear part ``A^k M^m`` to a displacement ``v = (dy, dx)`` (integers, traceable).
 
     ``M`` mirrors the width axis, ``(dy, dx) -> (dy, -dx)``; ``A`` is the quarter turn of
     ``jnp.rot90(..., axes=(1, 2))``, which moves a displacement ``(dy, dx)`` to ``(-dx, dy)``.
+    ``v`` may carry trailing axes (``v[0]`` and ``v[1]`` are the two components).
     """
-    dy, dx = v[0], jnp.where(m == 1, -v[1], v[1])
-    k = k % 4
-    ry = jnp.select([k == 0, k == 1, k == 2], [dy, -dx, -dy], dx)
-    rx = jnp.select([k == 0, k == 1, k == 2], [dx, dy, -dx], -dy)
-    return jnp.stack([ry, rx])
+    matrix = jnp.asarray(LINEAR)[point_slot(k, m)]
+    v0, v1 = jnp.asarray(v[0]), jnp.asarray(v[1])
+    dtype = jnp.result_type(v0, v1)
+    return jnp.stack(_times(matrix.astype(dtype), v0, v1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,15 +127,22 @@ def source_pixels(g: Any, height: int, width: int, stride: int = 1) -> tuple[jax
 
     Shifts are divided by ``stride`` (the action on an output subsampled by it). Positions are
     handled in doubled, centred coordinates ``2p - (n - 1)`` so that the quarter turn about the
-    array centre stays integral for both even and odd sizes.
+    array centre stays integral for both even and odd sizes. Written with few operations, each on
+    one axis where it can be: this runs inside every check of an image action, and XLA's compile
+    time grows with the number of operations, not with the image.
     """
     g = jnp.asarray(g).astype(jnp.int32)
-    dy, dx, k, m = g[0] // stride, g[1] // stride, g[2], g[3]
-    rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.int32), jnp.arange(width, dtype=jnp.int32), indexing="ij")
-    # Undo the translation, then the linear part L = A^k M^m.
-    u = jnp.stack([(rows - dy) % height * 2 - (height - 1), (cols - dx) % width * 2 - (width - 1)])
-    q = rotate_vector(*point_inverse(k, m), u)
-    return (q[0] + (height - 1)) // 2, (q[1] + (width - 1)) // 2
+    dy, dx = (g[0], g[1]) if stride == 1 else (g[0] // stride, g[1] // stride)
+    inverse = jnp.asarray(INVERSE_LINEAR)[point_slot(g[2], g[3])]
+
+    def centred(n: int, shift: jax.Array) -> jax.Array:
+        # (p - shift) mod n for p = 0..n-1, the remainder taken of a non-negative number.
+        moved = lax.rem(jnp.arange(n, dtype=jnp.int32) + (n - shift % n), jnp.int32(n))
+        return moved * 2 - (n - 1)
+
+    rows, cols = _times(inverse, centred(height, dy)[:, None], centred(width, dx)[None, :])
+    # Back from doubled coordinates: the sums are even and non-negative, so a shift halves them.
+    return jnp.right_shift(rows + (height - 1), 1), jnp.right_shift(cols + (width - 1), 1)
 
 
 def point_index(points: tuple[tuple[int, int], ...]) -> np.ndarray:
@@ -120,15 +157,21 @@ def orientation_source(points: tuple[tuple[int, int], ...], k: Any, m: Any) -> A
     """For the point element ``g = (k, m)``: entry ``h`` is the index of ``g⁻¹·h`` in ``points``, so
     ``x[..., source, :]`` is the regular action of ``g`` on an orientation axis ordered by ``points``.
 
-    Host integers give a NumPy array (filter banks); traced integers a JAX array (actions).
+    Host integers give a NumPy array (filter banks); traced integers a JAX array (actions), read
+    from a table of all eight point elements.
     """
+    if isinstance(k, jax.Array) or isinstance(m, jax.Array):
+        return jnp.asarray(_orientation_table(tuple(points)))[point_slot(k, m)]
     points_array = np.asarray(points, dtype=np.int32).reshape(-1, 2)
     k_inv, m_inv = point_inverse(k, m)
     k_src, m_src = point_compose(k_inv, m_inv, points_array[:, 0], points_array[:, 1])
-    table = point_index(points)
-    if isinstance(k_src, np.ndarray) and isinstance(m_src, np.ndarray):
-        return table[k_src, m_src]
-    return jnp.asarray(table)[k_src, m_src]
+    return point_index(points)[k_src, m_src]
+
+
+@functools.cache
+def _orientation_table(points: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """``orientation_source`` of every point element, at ``point_slot(k, m)``."""
+    return np.stack([orientation_source(points, k, m) for m in (0, 1) for k in range(4)])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -323,7 +366,7 @@ class RegularAction:
 
     def defined(self, g: jax.Array) -> jax.Array:
         g = jnp.asarray(g).astype(jnp.int32)
-        has_point = jnp.asarray(point_index(self.points))[g[2] % 4, g[3] % 2] >= 0
+        has_point = jnp.asarray(point_index(self.points).T.reshape(-1))[point_slot(g[2], g[3])] >= 0
         return ImageAction(self.stride).defined(g) & has_point
 
     def validate(self, group: Any, x: Any, role: str) -> None:

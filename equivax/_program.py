@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex
 
-from equivax._kernel import TRACER_ERRORS, Kernel
+from equivax._kernel import TRACER_ERRORS, Kernel, unpacked
 from equivax._sharding import Placement
 from equivax.precision import RetypeError, retype_value, retyped
 
@@ -203,8 +203,8 @@ class Program:
 
     def _finish(self, out: Any, keep: int) -> tuple[Any, dict[str, Any]]:
         y, stats = jax.tree.unflatten(self.out_tree, out)
-        self.devices = Placement.devices_used(stats["parts"][0]["rel"])
-        stats = Placement.gather(stats)
+        self.devices = Placement.devices_used(jax.tree.leaves(stats["parts"])[0])
+        stats = unpacked(Placement.gather(stats))
         stats["parts"] = tuple({k: v if v is None else v[:keep] for k, v in p.items()} for p in stats["parts"])
         return y, stats
 
