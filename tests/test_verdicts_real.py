@@ -224,3 +224,62 @@ def test_outputs_near_the_float32_limit_are_measured(rtol):
     broken = equivax.check(lambda x: big(x) + 1e36 * x[:, 3:4, 5:6], images(), SHIFT, rtol=rtol)
     assert not broken.ok
     assert np.all(np.isfinite(broken.rel_error)) and np.all(broken.rel_error > 1e-3)
+
+
+# -- filter banks expanded in float32 (escnn-style exports) -----------------------------------------
+
+
+def _regular_bank(rng, k, fields_in, fields_out):
+    """A C4 regular-field filter bank (HWIO, channel ``4·field + orientation``): each output
+    orientation ``r`` is orientation 0 turned by ``r`` quarter turns, input orientations rolled by ``r``."""
+    if fields_in == 0:  # a trivial input field
+        base = rng.normal(size=(k, k, 1, fields_out)) / k
+        turned = [np.rot90(base, r, axes=(0, 1)) for r in range(4)]
+    else:
+        base = rng.normal(size=(k, k, fields_in, 4, fields_out)) / (k * np.sqrt(4 * fields_in))
+        turned = [np.roll(np.rot90(base, r, axes=(0, 1)), r, axis=3) for r in range(4)]
+    bank = np.stack(turned, axis=-1).astype(np.float32)
+    return bank.reshape(k, k, -1, fields_out * 4)
+
+
+def _expanded_in_float32(bank, rng, ulps):
+    """The bank as a float32 expansion leaves it: every tap a few ulps off, independently."""
+    steps = rng.integers(-ulps, ulps + 1, size=bank.shape)
+    return (bank * (1 + steps * 2.0**-24)).astype(np.float32)
+
+
+def _steerable_cnn(banks, biases):
+    def forward(x):
+        for i, (w, b) in enumerate(zip(banks, biases, strict=True)):
+            x = lax.conv_general_dilated(x, w, (1, 1), [(1, 1)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
+            x = jax.nn.relu(x) if i < len(banks) - 1 else x
+        return x
+
+    return forward
+
+
+def _regular_fields(g, y):
+    """Rotate the spatial axes and turn each field's four orientation channels."""
+    y = actions.image()(g, y)
+    n, h, w, c = y.shape
+    fields = y.reshape(n, h, w, c // 4, 4)
+    return jnp.take(fields, (jnp.arange(4) - g[2]) % 4, axis=4).reshape(n, h, w, c)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_bank_expanded_in_float32_is_approximate_and_a_real_asymmetry_is_broken(seed):
+    rng = np.random.default_rng(seed)
+    exact = [_regular_bank(rng, 3, 0, 4), _regular_bank(rng, 3, 4, 4), _regular_bank(rng, 3, 4, 4)]
+    biases = [jnp.asarray(np.repeat(rng.normal(size=4) * 0.1, 4), jnp.float32) for _ in exact]
+    x = images((4, 13, 13, 1), seed=seed)
+    # Orientations that agree to ±3 ulps, as a bank expanded from a sampled basis in float32 does.
+    stored = [jnp.asarray(_expanded_in_float32(b, rng, 3), jnp.float32) for b in exact]
+    result = equivax.check(_steerable_cnn(stored, biases), x, groups.rotations(), actions.image(), _regular_fields)
+    assert result.ok and "broken" not in result.verdicts, result
+    assert any("resolution" in reason for reason in result.reasons), result
+    # One output orientation of the middle layer off by 1e-3: structural, however small the bank's noise.
+    wrong = np.array(stored[1])
+    wrong[..., 1] *= 1 + 1e-3
+    leaky = [stored[0], jnp.asarray(wrong), stored[2]]
+    result = equivax.check(_steerable_cnn(leaky, biases), x, groups.rotations(), actions.image(), _regular_fields)
+    assert set(result.verdicts) == {"broken"}, result
