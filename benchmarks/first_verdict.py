@@ -3,8 +3,10 @@
 Each case runs in its own fresh Python process (so JAX's in-memory caches are empty) and prints:
 import time, the first call of ``jax.jit(model)`` on the same batch (compile included), the first
 verdict of the default (calibrated) check, and the first verdict of a tolerance check (no second
-precision) in another fresh process. The ratio *first verdict / first jitted forward* is the
-figure of merit. The cases:
+precision) in another fresh process; then where those seconds go: JAX tracing, lowering, XLA
+compiling (``jax.monitoring`` events) and the rest (running, Python), the difference between the
+default and the tolerance check being the cost of the second precision. The ratio *first verdict /
+first jitted forward* is the figure of merit. The cases:
 
 (a) a 4-layer circular CNN under 8 shifts;
 (b) the P4CNN (equivax.nn) under C4, invariant logits;
@@ -40,11 +42,27 @@ CHILD = textwrap.dedent(
     case, mode = sys.argv[1], sys.argv[2]
     rtol = 1e-3 if mode == "tolerance" else None
 
-    def timed(fn):
+    PHASES = {
+        "/jax/core/compile/jaxpr_trace_duration": "trace",
+        "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+        "/jax/core/compile/backend_compile_duration": "compile",
+    }
+    spent = {}
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, seconds, **kw: spent.__setitem__(PHASES[name], spent.get(PHASES[name], 0.0) + seconds)
+        if name in PHASES else None
+    )
+    phases = {}
+
+    def timed(fn, what):
+        spent.clear()
         t = time.perf_counter()
         out = fn()
         jax.block_until_ready(jax.tree.leaves(out) if not hasattr(out, "ok") else 0)
-        return time.perf_counter() - t, out
+        seconds = time.perf_counter() - t
+        phases[what] = {**{k: spent.get(k, 0.0) for k in ("trace", "lower", "compile")}}
+        phases[what]["rest"] = seconds - sum(phases[what].values())
+        return seconds, out
 
     if case == "a":
         keys = jax.random.split(jax.random.key(0), 4)
@@ -55,23 +73,23 @@ CHILD = textwrap.dedent(
             return x
         x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
         group = groups.translations(28, shifts=[(0, i) for i in range(1, 9)])
-        forward, _ = timed(lambda: jax.jit(model)(x))
-        verdict, result = timed(lambda: equivax.check(model, x, group, rtol=rtol))
+        forward, _ = timed(lambda: jax.jit(model)(x), "forward")
+        verdict, result = timed(lambda: equivax.check(model, x, group, rtol=rtol), "verdict")
     elif case in ("b", "c"):
         from flax import nnx
         from equivax.nn import P4CNN
         model = P4CNN(rngs=nnx.Rngs(0))
         x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
         graphdef, state = nnx.split(model)
-        forward, _ = timed(lambda: jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, x))
+        forward, _ = timed(lambda: jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, x), "forward")
         if case == "b":
             verdict, result = timed(
-                lambda: equivax.check(model, x, groups.rotations(), out_action=actions.trivial(), rtol=rtol)
+                lambda: equivax.check(model, x, groups.rotations(), out_action=actions.trivial(), rtol=rtol), "verdict"
             )
         else:
             group = groups.p4m(28)
             verdict, result = timed(
-                lambda: equivax.report(model, x, group, elements=groups.basic_elements(group), rtol=rtol)
+                lambda: equivax.report(model, x, group, elements=groups.basic_elements(group), rtol=rtol), "verdict"
             )
     elif case == "d":
         from hypothesis import given, settings
@@ -80,14 +98,14 @@ CHILD = textwrap.dedent(
         layer = zoo.circular_conv(w)
         group = groups.translations(16, 16)
         x0 = jnp.zeros((2, 16, 16, 1))
-        forward, _ = timed(lambda: jax.jit(layer)(x0))
+        forward, _ = timed(lambda: jax.jit(layer)(x0), "forward")
 
         @settings(max_examples=200, deadline=None, database=None)
         @given(strategies.cases(group, (2, 16, 16, 1)))
         def prop(case):
             equivax.assert_equivariant(layer, case.x, group, elements=[case.g], rtol=rtol)
 
-        verdict, result = timed(prop)
+        verdict, result = timed(prop, "verdict")
     else:  # an Equinox-style residual network: parameters in a pytree, the model a callable pytree
         def conv(w, x):
             x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="wrap")
@@ -114,13 +132,14 @@ CHILD = textwrap.dedent(
         }
         model = jax.tree_util.Partial(resnet, params)
         x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
-        forward, _ = timed(lambda: jax.jit(resnet)(params, x))
+        forward, _ = timed(lambda: jax.jit(resnet)(params, x), "forward")
         d4 = groups.dihedral()
-        verdict, result = timed(lambda: equivax.check(model, x, d4, out_action=actions.trivial(), rtol=rtol))
+        verdict, result = timed(lambda: equivax.check(model, x, d4, out_action=actions.trivial(), rtol=rtol), "verdict")
     t = time.perf_counter()
     equivax.block_until_compiled()  # a compilation started ahead that the verdict did not need
     settled = verdict + time.perf_counter() - t
-    print(json.dumps({"import": imported, "forward": forward, "verdict": verdict, "settled": settled}))
+    row = {"import": imported, "forward": forward, "verdict": verdict, "settled": settled, "phases": phases}
+    print(json.dumps(row))
     """
 )
 
@@ -163,6 +182,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    phase_rows = {}
     for case in args.cases:
         cold = [run(case, "calibrated", None) for _ in range(args.runs)]
         ahead = [run(case, "calibrated", None, ahead=True) for _ in range(args.runs)]
@@ -174,6 +194,18 @@ def main() -> None:
         def med(rows, key):
             return statistics.median(r[key] for r in rows)
 
+        def phase(rows, what):
+            keys = ("trace", "lower", "compile", "rest")
+            return {k: statistics.median(r["phases"][what][k] for r in rows) for k in keys}
+
+        calibrated, tolerance = phase(cold, "verdict"), phase(tol, "verdict")
+        phase_rows[case] = [
+            ("first jitted forward", phase(cold, "forward")),
+            ("verdict, rtol (f32 only)", tolerance),
+            ("verdict, default", calibrated),
+            ("default - rtol (2nd prec.)", {k: calibrated[k] - tolerance[k] for k in calibrated}),
+        ]
+
         forward, verdict = med(cold, "forward"), med(cold, "verdict")
         print(
             f"{NAMES[case]:28} {med(cold, 'import'):7.2f} {forward:8.2f} {verdict:8.2f} {verdict / forward:6.2f} "
@@ -181,6 +213,19 @@ def main() -> None:
             f"{med(warm, 'verdict'):7.2f}",
             flush=True,
         )
+    print()
+    print("where the cold seconds go (medians): JAX tracing, lowering to MLIR, XLA compiling, the rest (run, Python)")
+    phase_header = f"{'case':28} {'run':26} {'trace':>6} {'lower':>6} {'compile':>8} {'rest':>6} {'total':>6}"
+    print(phase_header)
+    print("-" * len(phase_header))
+    for case, rows in phase_rows.items():
+        for label, parts in rows:
+            total = sum(parts.values())
+            print(
+                f"{NAMES[case]:28} {label:26} {parts['trace']:6.2f} {parts['lower']:6.2f} {parts['compile']:8.2f} "
+                f"{parts['rest']:6.2f} {total:6.2f}"
+            )
+    print()
     print("ratio: first verdict / first jitted forward (cold); settled: until no compilation started ahead is left;")
     print("ahead: first verdict with EQUIVAX_PARALLEL_COMPILE=1 (the other precision compiled on a second thread);")
     print("tol: first verdict with rtol (no float64 run);")

@@ -172,17 +172,25 @@ def _measure(
 
 def _resolution(program: Program, consts: list[Any], args: tuple[Any, ...], measured: list[Any], index: np.ndarray):
     """How far the float64 error moves when the stored values move by half an ulp of their own
-    precision. Run on the same elements as the re-run, so its compiled program serves again."""
+    precision. Run on the same elements as the re-run, so its compiled program serves again.
+
+    The two runs move every stored value by the same half ulp in opposite directions. The error
+    vector moves by ``±p`` (to first order), so ``r₊² + r₋² − 2 r₀² = 2‖p‖²`` whatever the angle
+    between ``p`` and the error: the difference ``|r₊ − r₀|`` alone reads ``‖p‖²/2r₀`` when ``p``
+    is orthogonal to a larger error, as random perturbations nearly always are.
+    """
     params, x, elements = args
     chosen = np.asarray(elements)[index]
     moved = []
     with other_precision():
-        for seed in (1, 2):
-            _, stats_p = program.run_in(np.float64, consts, params, x, chosen, seed=seed)
+        for flip in (False, True):
+            _, stats_p = program.run_in(np.float64, consts, params, x, chosen, seed=1, flip=flip)
             moved.append([np.asarray(part["rel"], np.float64).reshape(len(index), -1) for part in stats_p["parts"]])
     out = []
     for p, m in enumerate(measured):
         hi = (m.rel if m.f64 else m.rel_other)[index]
-        shift = np.max([np.abs(run[p] - hi) for run in moved], axis=0)
+        plus, minus = moved[0][p], moved[1][p]
+        spread = np.sqrt(np.maximum((plus**2 + minus**2) / 2 - hi**2, 0))
+        shift = np.maximum(spread, np.maximum(np.abs(plus - hi), np.abs(minus - hi)))
         out.append(dataclasses.replace(m, resolution=_scatter(shift, index, len(elements), np.nan)))
     return out

@@ -110,12 +110,13 @@ def _host_retype(value: Any, float_dtype: Any, traced_dtype: Any) -> Any:
     return value.astype(traced_dtype)
 
 
-def perturbed(value: np.ndarray, seed: int) -> np.ndarray:
-    """``value`` moved by half an ulp of its own precision, with a random sign per entry."""
+def perturbed(value: np.ndarray, seed: int, flip: bool = False) -> np.ndarray:
+    """``value`` moved by half an ulp of its own precision, with a random sign per entry (the
+    opposite signs with ``flip``: two runs that cancel each other's first-order effect)."""
     if not _is_float(_dtype_of(value)):
         return value
     value = np.asarray(value)
-    sign = np.random.default_rng(seed).choice([-0.5, 0.5], size=value.shape)
+    sign = np.random.default_rng(seed).choice([-0.5, 0.5], size=value.shape) * (-1 if flip else 1)
     wide = np.complex128 if np.iscomplexobj(value) else np.float64
     return (value.astype(wide) * (1 + sign * eps(value.dtype))).astype(wide)
 
@@ -272,11 +273,13 @@ class Program:
         x: Any,
         elements: np.ndarray,
         seed: int | None = None,
+        flip: bool = False,
     ) -> tuple[Any, dict[str, Any]]:
         """Run the program with every floating value cast to ``float_dtype``, for ``elements``.
 
         With ``seed``, the stored low-precision values (closed-over arrays, parameters, floating
-        elements) are first moved by half an ulp of their own precision (``perturbed``).
+        elements) are first moved by half an ulp of their own precision (``perturbed``; ``flip``
+        moves them the other way).
         """
         run, compiled = self._retyped(float_dtype)
         # Always the whole element axis, the chosen elements first and the first repeated after
@@ -291,7 +294,7 @@ class Program:
         n_params = len(jax.tree.leaves(params))
         if seed is not None:
             stored = set(range(n_consts + n_params)) | {len(values) - 1}
-            values = [perturbed(v, seed + i) if i in stored else v for i, v in enumerate(values)]
+            values = [perturbed(v, seed + i, flip) if i in stored else v for i, v in enumerate(values)]
         closed = self.closed
         leaves = [
             _host_retype(v, float_dtype, var.aval.dtype)

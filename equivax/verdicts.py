@@ -70,8 +70,8 @@ DIVERGENCE = 16.0
 #: Structure up to this multiple of the measured resolution is called approximate. The probe moves
 #: stored values by half an ulp; values *computed* in float32 (a filter bank expanded from a
 #: sampled basis, as escnn exports it) are off by a few ulps each: a C4 regular-field CNN whose
-#: orientations agree to ±3 ulps measured 2.6–6× its probe, and ±8 ulps about 10×.
-RESOLUTION_MARGIN = 16.0
+#: orientations agree to ±3 ulps measured 2.3 times its probe; ±8 ulps, 5 times.
+RESOLUTION_MARGIN = 4.0
 #: An example whose floor reaches this relative error cannot resolve anything: uninformative.
 UNINFORMATIVE_FLOOR = 1.0
 

@@ -1,0 +1,63 @@
+"""The probes a verdict runs: the resolution of the stored values, read at any angle."""
+
+import numpy as np
+import pytest
+
+from equivax import _measure, verdicts
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+class Moved:
+    """A stand-in program whose float64 error, with the stored values moved up or down, is given."""
+
+    def __init__(self, up, down):
+        self.rel = {False: np.asarray(up, float), True: np.asarray(down, float)}
+        self.calls = []
+
+    def run_in(self, dtype, consts, params, x, chosen, seed=None, flip=False):
+        self.calls.append((seed, flip))
+        return None, {"parts": [{"rel": self.rel[flip][: len(chosen)]}]}
+
+
+def measurements(rel64):
+    rel64 = np.atleast_2d(np.asarray(rel64, float))
+    return verdicts.Measurements(
+        rel=np.full_like(rel64, 1e-3),
+        abs_error=np.ones(len(rel64)),
+        finite=np.ones(len(rel64), bool),
+        defined=np.ones(len(rel64), bool),
+        y_finite=True,
+        eps=EPS32,
+        rel_other=rel64,
+        rounding=np.full(rel64.shape[1], 1e-7),
+    )
+
+
+def resolution(program, rel64):
+    args = (None, None, np.zeros((len(rel64), 1)))
+    (m,) = _measure._resolution(program, [], args, [measurements(rel64)], np.arange(len(rel64)))
+    return m.resolution
+
+
+def test_a_move_orthogonal_to_a_larger_error_is_read_at_its_size():
+    # error e = 1e-6; the stored values' half-ulp move p = 3e-7, at a right angle to it: the error
+    # becomes sqrt(e² + p²) both ways, which differs from e by p²/2e = 4.5e-8, not by p.
+    e, p = 1e-6, 3e-7
+    moved = np.hypot(e, p)
+    program = Moved([[moved]], [[moved]])
+    assert resolution(program, [[e]])[0, 0] == pytest.approx(p, rel=1e-6)
+    assert program.calls == [(1, False), (1, True)]  # the same move, once each way
+
+
+def test_a_move_along_the_error_is_read_at_its_size():
+    e, p = 1e-6, 3e-7
+    assert resolution(Moved([[e + p]], [[e - p]]), [[e]])[0, 0] == pytest.approx(p, rel=1e-6)
+
+
+def test_a_move_that_does_not_touch_the_error_reads_zero_and_decides_nothing():
+    e = 1e-6
+    assert resolution(Moved([[e]], [[e]]), [[e]])[0, 0] == 0
+    m = measurements([[e]])
+    m = verdicts.Measurements(**{**m.__dict__, "resolution": np.zeros((1, 1))})
+    assert verdicts.decide(m).verdicts == ("broken",)
