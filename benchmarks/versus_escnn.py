@@ -22,13 +22,15 @@ three non-identity rotations of C4 (the identity is excluded on both sides).
   ``rtol=1e-3`` (float32 only). ``regular_fields`` rotates the spatial axes and turns each field's
   four channels in escnn's layout (channel ``4·field + orientation``; a rotation by ``k`` quarter
   turns moves orientation ``r`` to ``r + k``). escnn expands its filters in float32, so the four
-  orientations of an exported filter agree only to 2-3 ulps, and the default check calls that
-  model broken (its float64 error, about 2e-7, is above the measured resolution). The timed model
-  is therefore the exported one with each filter bank made exactly symmetric (``symmetrize``: at
-  most 3 ulps from escnn's, same forward to 1e-6); the default check of the filters as exported is
-  timed too (``as exported``). Before timing, the script prints equivax's verdicts on the exported,
-  the symmetrized, and a perturbed model (one tap of one symmetrized filter changed by a relative
-  1e-4), each by default and with ``rtol``, and whether escnn's own ``np.allclose`` passed.
+  orientations of an exported filter agree only to 2-3 ulps: the default check calls that model
+  approximate (its float64 error, about 2e-7, is within the measured resolution of the stored
+  values), after two more float64 runs that measure that resolution. The timed model is the
+  exported one with each filter bank made exactly symmetric (``symmetrize``: at most 3 ulps from
+  escnn's, same forward to 1e-6), which the default check calls equivariant; the default check of
+  the filters as exported is timed too (``as exported``). Before timing, the script prints
+  equivax's verdicts on the exported, the symmetrized, and a perturbed model (one tap of one
+  symmetrized filter changed by a relative 1e-2), each by default and with ``rtol``, and whether
+  escnn's own ``np.allclose`` passed.
   ``floor`` / ``floor64``: one jitted JAX forward over the 4N batch in float32 / float64, the least
   the check's float32 program and its float64 re-run can cost.
 
@@ -79,7 +81,7 @@ SETUP = (
 XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 KERNEL, PADDING, LAYERS = 5, 2, 4
 SEED = 0
-PERTURBATION = 1e-4  # relative change of one filter tap in the broken model
+PERTURBATION = 1e-2  # relative change of one filter tap in the broken model
 RTOL = 1e-3
 
 
@@ -409,9 +411,10 @@ def main() -> None:
             f"{eq['tolerance'] / es['loop_once']:9.2f} {eq['floor']:7.4f} {eq['floor64']:7.4f}"
         )
     print(
-        "equivax: default check of the symmetrized model (passes); as exported: default check of escnn's exported "
-        "filters (fails: see above);\nrtol: rtol=1e-3 check; once: escnn's loop with f(x) computed once; floor: one "
-        "jitted JAX forward over the 4N batch (floor64: in float64).\ntargets: equivax/escnn <= 1.0, rtol/escnn <= 0.5"
+        "equivax: default check of the symmetrized model (equivariant); as exported: default check of escnn's "
+        "exported filters (approximate: see above);\nrtol: rtol=1e-3 check; once: escnn's loop with f(x) computed "
+        "once; floor: one jitted JAX forward over the 4N batch (floor64: in float64).\n"
+        "targets: equivax/escnn <= 1.0, rtol/escnn <= 0.5"
     )
 
     print("\ncold, first call in a fresh process (s)")

@@ -7,7 +7,8 @@
    (the program's own float64 sensitivity, measured).
 4. Only for elements with evidence of structure, and only when the program stores values below
    float64 (parameters, closed-over arrays, floating group elements): two float64 runs with those
-   values moved by half an ulp of their own precision, which measure the resolution.
+   values moved by half an ulp of their own precision, which measure the resolution; not when
+   every such element's error is beyond what the probe could read (``verdicts.beyond_resolution``).
 
 Nothing here decides: ``equivax.verdicts.decide`` does, from the ``Measurements`` returned.
 """
@@ -162,11 +163,22 @@ def _measure(
             for p, m in enumerate(measured)
         ]
 
+    stored_eps = program.stored_eps(consts, params, np.asarray(elements))
+    if stored_eps <= _EPS64:
+        return Measured(y, stats, measured)
     suspects = np.zeros(len(elements), bool)
-    for m in measured:
-        suspects |= verdicts.candidates(m)
-    if suspects.any() and program.stored_eps(consts, params, np.asarray(elements)) > _EPS64:
+    beyond = [verdicts.beyond_resolution(m, stored_eps) for m in measured]
+    for m, far in zip(measured, beyond, strict=True):
+        suspects |= verdicts.candidates(m) & ~far
+    if suspects.any():
         measured = _resolution(program, consts, args, measured, subset)
+    # An error too large for any probe to excuse is judged without one, whether or not it ran.
+    measured = [
+        dataclasses.replace(m, resolution=np.where(far[:, None], np.nan, m.resolution))
+        if m.resolution is not None and far.any()
+        else m
+        for m, far in zip(measured, beyond, strict=True)
+    ]
     return Measured(y, stats, measured)
 
 

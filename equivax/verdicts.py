@@ -39,11 +39,13 @@ __all__ = [
     "DIVERGENCE",
     "MARGIN64",
     "PASSING",
+    "PROBE_REACH",
     "RESOLUTION_MARGIN",
     "SAFETY",
     "VERDICTS",
     "Decision",
     "Measurements",
+    "beyond_resolution",
     "candidates",
     "decide",
     "is_passing",
@@ -72,6 +74,11 @@ DIVERGENCE = 16.0
 #: sampled basis, as escnn exports it) are off by a few ulps each: a C4 regular-field CNN whose
 #: orientations agree to ±3 ulps measured 2.3 times its probe; ±8 ulps, 5 times.
 RESOLUTION_MARGIN = 4.0
+#: How far, at most, moving the stored values by half an ulp can move the float64 error, in units
+#: of f(x)'s own float32 rounding scaled to the stored values' precision: float32 rounding already
+#: perturbs every product of a stored value, so the probe's move is of that order (1000 for margin).
+#: An error above ``RESOLUTION_MARGIN`` times this is broken without running the probe.
+PROBE_REACH = 1000.0
 #: An example whose floor reaches this relative error cannot resolve anything: uninformative.
 UNINFORMATIVE_FLOOR = 1.0
 
@@ -296,6 +303,22 @@ def decide(m: Measurements, rtol: float | None = None, atol: float | None = None
         uninformative=uninformative,
         notes=tuple(notes),
     )
+
+
+def beyond_resolution(m: Measurements, stored_eps: float) -> np.ndarray:
+    """Elements whose float64 error no resolution probe could excuse: above ``RESOLUTION_MARGIN ·
+    PROBE_REACH`` times f(x)'s rounding (at least one ulp), scaled from the program's precision to
+    that of the stored values (``stored_eps``). The probe is not run for them."""
+    n_el = len(m.abs_error)
+    if m.rounding is None or m.rel_other is None:
+        return np.zeros(n_el, dtype=bool)
+    eps_lo = float(np.finfo(np.float32).eps) if m.f64 else m.eps
+    rounding = np.asarray(m.rounding, np.float64)
+    rounding = float(np.max(rounding[np.isfinite(rounding)], initial=0.0))
+    reach = RESOLUTION_MARGIN * PROBE_REACH * max(rounding, eps_lo) * stored_eps / eps_lo
+    hi = np.asarray(m.rel if m.f64 else m.rel_other, np.float64).reshape(n_el, -1)
+    worst = np.max(np.where(np.isnan(hi), -np.inf, hi), axis=1, initial=-np.inf)
+    return worst > reach
 
 
 def candidates(m: Measurements) -> np.ndarray:

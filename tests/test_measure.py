@@ -61,3 +61,43 @@ def test_a_move_that_does_not_touch_the_error_reads_zero_and_decides_nothing():
     m = measurements([[e]])
     m = verdicts.Measurements(**{**m.__dict__, "resolution": np.zeros((1, 1))})
     assert verdicts.decide(m).verdicts == ("broken",)
+
+
+def test_an_error_beyond_any_probe_is_broken_without_one():
+    rounding = np.full(2, 1e-6)
+    base = measurements([[1e-2, 2e-2], [3e-7, 1e-7]])
+    m = verdicts.Measurements(**{**base.__dict__, "rounding": rounding})
+    far = verdicts.beyond_resolution(m, stored_eps=EPS32)
+    # reach: 4 · 1000 · 1e-6 = 4e-3 for float32 stored values
+    assert far.tolist() == [True, False]
+    # bfloat16 stored values reach 2**16 times further: nothing is beyond
+    assert not verdicts.beyond_resolution(m, stored_eps=float(2.0**-7)).any()
+    # f(x) computed exactly (no rounding) still allows a probe of one float32 ulp
+    exact = verdicts.Measurements(**{**m.__dict__, "rounding": np.zeros(2)})
+    assert verdicts.beyond_resolution(exact, stored_eps=EPS32).tolist() == [True, False]
+
+
+def test_clearly_broken_models_skip_the_probe_and_stay_broken(monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    import equivax
+    from equivax import actions, groups, zoo
+
+    calls = []
+    probe = _measure._resolution
+    monkeypatch.setattr(_measure, "_resolution", lambda *a: calls.append(1) or probe(*a))
+    kernel = jnp.asarray(np.random.default_rng(0).normal(size=(3, 3, 2, 3)), jnp.float32)
+    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 2))
+    wrong_way = zoo.p4_lifting(kernel, clockwise=True)
+    result = equivax.check(wrong_way, x, groups.rotations(), out_action=actions.regular(groups.rotations()))
+    assert [v for v, label in zip(result.verdicts, result.labels, strict=True) if label != "r2"] == ["broken"] * 2
+    assert calls == []
+    # An asymmetric filter bank stored in float32, off by a few ulps: the probe runs, and excuses it.
+    w = np.asarray(kernel, np.float64)
+    turned = np.stack([np.rot90(w, k, axes=(0, 1)) for k in range(4)], axis=-1).mean(-1)
+    noisy = (turned * (1 + np.random.default_rng(1).integers(-2, 3, size=w.shape) * 2.0**-24)).astype(np.float32)
+    result = equivax.check(
+        zoo.circular_conv(jnp.asarray(noisy)), jax.random.normal(jax.random.key(1), (2, 8, 8, 2)), groups.p4(8)
+    )
+    assert result.ok and calls, result
