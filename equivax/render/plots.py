@@ -46,11 +46,12 @@ def layer_errors(report: Report, limit: int = LINES) -> bytes:
         errors = np.asarray([layer.result.rel_error[i] for layer in report.layers], dtype=float)
         shown = np.where(errors == 0, ZERO_AT, errors)  # NaN (no action at this stride) stays a gap
         (line,) = ax.plot(range(len(names)), shown, lw=1.2, label=report.labels[i])
-        for j, layer in enumerate(report.layers):
-            if np.isnan(shown[j]):
-                continue
-            marker = _MARKERS.get(layer.result.verdicts[i], "o")
-            ax.plot(j, shown[j], marker=marker, color=line.get_color(), ms=6 if marker == "X" else 4)
+        markers = np.asarray([_MARKERS.get(layer.result.verdicts[i], "o") for layer in report.layers])
+        for marker in dict.fromkeys(markers):  # one artist per marker shape: matplotlib draws per artist
+            at = np.flatnonzero((markers == marker) & ~np.isnan(shown))
+            if at.size:
+                ms = 6 if marker == "X" else 4
+                ax.plot(at, shown[at], linestyle="none", marker=marker, color=line.get_color(), ms=ms)
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8 if len(names) < 40 else 5)
     ax.set_ylabel("relative error ‖f(g·x) − g·f(x)‖ / ‖g·f(x)‖")
