@@ -317,7 +317,9 @@ def test_vector_field_cnn_is_p4m_equivariant_and_a_nudged_tap_is_caught():
     f, act_in, act_out = vector_cnn()
     result = equivax.check(f, x, group, act_in, act_out)
     assert result.ok, result
-    broken, act_in, act_out = vector_cnn(nudge=1e-6)
+    # 3e-6 on one O(1) tap, about 25 float32 ulps: its float64 error is 9 times the measured
+    # resolution of these float32-symmetrised kernels (1e-6, 8 ulps, is within 4 times it).
+    broken, act_in, act_out = vector_cnn(nudge=3e-6)
     result = equivax.check(broken, x, group, act_in, act_out)
     # The nudged tap (offset up, row component to row component) is left as it is by shifts and by
     # the mirror of the width axis (with any shift): exactly those elements pass.
