@@ -27,41 +27,37 @@ def batch_size(x: Any) -> int:
     return int(jax.tree.leaves(x)[0].shape[0])
 
 
-def _leaf_actions(out_action: Any, y: Any) -> list[Any] | None:
-    """The action that moves each leaf of ``y`` by itself; ``None`` when some action moves a
-    subtree as a whole (an action on a (positions, features) pair, say)."""
-    leaves = jax.tree.leaves(y)
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _part_actions(out_action: Any, y: Any) -> list[tuple[Any, bool]]:
+    """For each leaf of ``y``: the action of the part it belongs to, and whether that action moves
+    the leaf by itself (the part is the leaf, or the action acts leafwise) rather than moving a
+    whole subtree at once (an action on a (positions, features) pair, say)."""
     if not isinstance(out_action, actions_lib.TreeAction):
-        alone = len(leaves) == 1 or actions_lib.acts_leafwise(out_action)
-        return [out_action] * len(leaves) if alone else None
+        alone = _is_array(y) or actions_lib.acts_leafwise(out_action)
+        return [(out_action, alone)] * len(jax.tree.leaves(y))
     found = []
     for act, part in zip(out_action.leaves, out_action.treedef.flatten_up_to(y), strict=True):
-        sub = jax.tree.leaves(part)
-        if len(sub) > 1 and not actions_lib.acts_leafwise(act):
-            return None
-        found += [act] * len(sub)
+        alone = _is_array(part) or actions_lib.acts_leafwise(act)
+        found += [(act, alone)] * len(jax.tree.leaves(part))
     return found
-
-
-def _same_action(a: Any, b: Any) -> bool:
-    if a is b:
-        return True
-    return type(a) is type(b) and dataclasses.is_dataclass(a) and a == b
 
 
 def leaf_groups(out_action: Any, y: Any) -> list[tuple[Any, list[int]]] | None:
     """Leaves of ``y`` grouped by shape, dtype and action, as ``(action, leaf indices)``: each group is
     moved and measured as one stacked array, so XLA compiles its code once (a report's sixteen layer
     outputs have four shapes). ``None`` when some action moves several leaves together."""
-    acts = _leaf_actions(out_action, y)
-    if acts is None:
+    acts = _part_actions(out_action, y)
+    if not all(alone for _, alone in acts):
         return None
     leaves = jax.tree.leaves(y)
     groups: list[tuple[Any, list[int]]] = []
-    for i, (act, leaf) in enumerate(zip(acts, leaves, strict=True)):
+    for i, ((act, _), leaf) in enumerate(zip(acts, leaves, strict=True)):
         for known, members in groups:
             first = leaves[members[0]]
-            if (first.shape, first.dtype) == (leaf.shape, leaf.dtype) and _same_action(known, act):
+            if (first.shape, first.dtype) == (leaf.shape, leaf.dtype) and same(known, act):
                 members.append(i)
                 break
         else:
@@ -297,11 +293,12 @@ class Kernel:
                 stats = element_stats(y_g, target, n)
                 stats["defined"] = in_defined & actions_lib.is_defined(self.out_action, g)
                 return (stats,)
-            defined = in_defined & actions_lib.is_defined(self.out_action, g)
             parts = []
-            for a, b in zip(jax.tree.leaves(y_g), jax.tree.leaves(target), strict=True):
+            for a, b, (act, _) in zip(
+                jax.tree.leaves(y_g), jax.tree.leaves(target), _part_actions(self.out_action, y), strict=True
+            ):
                 stats = element_stats(a, b, n)
-                stats["defined"] = defined
+                stats["defined"] = in_defined & actions_lib.is_defined(act, g)
                 stats["map"] = error_map(a, b, batched([b], n))
                 parts.append(stats)
             return tuple(parts)

@@ -207,3 +207,55 @@ def test_groups_compile_fewer_kernels_than_one_measurement_per_output():
         return jax.jit(k).lower(None, x, elements).compile().as_text().count("dynamic-update-slice(")
 
     assert kernels(kernel) <= 4  # one per dtype of the packed loop outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaled:
+    """An action holding an array (as an Equinox module would): == on it returns arrays."""
+
+    scale: jax.Array
+
+    def __call__(self, g, v):
+        return v * self.scale
+
+
+def test_actions_whose_equality_is_an_array_are_compared_safely():
+    y = {"a": jnp.ones((2, 3)), "b": jnp.ones((2, 3))}
+    found = leaf_groups(actions.tree({"a": Scaled(jnp.ones(3)), "b": Scaled(jnp.ones(3))}), y)
+    assert sorted(members for _, members in found) == [[0], [1]]  # not provably equal: apart
+    shared = Scaled(jnp.ones(3))
+    assert [members for _, members in leaf_groups(actions.tree({"a": shared, "b": shared}), y)] == [[0, 1]]
+
+
+def test_an_action_given_a_one_leaf_subtree_receives_the_subtree():
+    seen = []
+
+    def on_dict(g, part):  # not leafwise: expects the dict it was declared for
+        seen.append(type(part))
+        return {"v": part["v"]}
+
+    y = {"inner": {"v": jnp.ones((2, 3))}, "map": jnp.ones((2, 4, 4, 1))}
+    assert leaf_groups(actions.tree({"inner": on_dict, "map": actions.image()}), y) is None
+    results = equivax.check_outputs(
+        lambda x: {"inner": {"v": jnp.mean(x, axis=(1, 2))}, "map": x},
+        images((2, 4, 4, 1)),
+        groups.translations(4, 4),
+        out_action=actions.tree({"inner": on_dict, "map": actions.image()}),
+    )
+    assert all(r.ok for r in results.values()) and seen and all(t is dict for t in seen)
+
+
+def test_each_leaf_keeps_its_own_domain_when_a_subtree_moves_as_a_whole():
+    def swap(g, pair):
+        return pair[1], pair[0]
+
+    def f(x):
+        pooled = x[:, ::2, ::2]  # a stride-2 output: odd shifts are outside its action
+        return {"pair": (jnp.mean(x, axis=(1, 2)),) * 2, "pooled": pooled}
+
+    out_action = actions.tree({"pair": swap, "pooled": actions.strided(2)})
+    results = equivax.check_outputs(f, images((2, 8, 8, 1)), groups.translations(8, 8), out_action=out_action)
+    pooled, pair = results["['pooled']"], results["['pair'][0]"]
+    odd = [i for i, e in enumerate(pooled.elements) if e[0] % 2 or e[1] % 2]
+    assert odd and all(pooled.methods[i] == "stride" for i in odd)
+    assert all(pair.methods[i] != "stride" for i in odd) and pair.ok
