@@ -163,6 +163,17 @@ def _tolerance(m: Measurements, rel: np.ndarray, rtol: float | None, atol: float
     return "approximate", f"above the rounding bound {bound:.1e}, within tolerance"
 
 
+def _floors(m: Measurements) -> tuple[np.ndarray, np.ndarray]:
+    """Each example's floor (the float64 rounding its computation is measured to amplify, with the
+    margin) and whether it is informative (its floor is below ``UNINFORMATIVE_FLOOR``)."""
+    rounding = np.asarray(m.rounding, dtype=np.float64)
+    eps_lo = float(np.finfo(np.float32).eps) if m.f64 else m.eps
+    sensitivity = np.zeros_like(rounding) if m.sensitivity is None else np.asarray(m.sensitivity, np.float64)
+    predicted = np.maximum(rounding * _EPS64 / eps_lo, sensitivity)
+    floors = (MARGIN64 if m.f64 else SAFETY) * (predicted + _EPS64)
+    return floors, np.isfinite(floors) & (floors < UNINFORMATIVE_FLOOR)
+
+
 def decide(m: Measurements, rtol: float | None = None, atol: float | None = None) -> Decision:
     """Verdicts for every element of one output part, from measurements alone."""
     n_el = len(m.abs_error)
@@ -181,11 +192,7 @@ def decide(m: Measurements, rtol: float | None = None, atol: float | None = None
     rounding_out = None
     if not tolerance and m.unavailable is None and m.rounding is not None:
         rounding = np.asarray(m.rounding, dtype=np.float64)
-        eps_lo = float(np.finfo(np.float32).eps) if m.f64 else m.eps
-        sensitivity = np.zeros_like(rounding) if m.sensitivity is None else np.asarray(m.sensitivity, np.float64)
-        predicted = np.maximum(rounding * _EPS64 / eps_lo, sensitivity)
-        floors = (MARGIN64 if m.f64 else SAFETY) * (predicted + _EPS64)
-        informative = np.isfinite(floors) & (floors < UNINFORMATIVE_FLOOR)
+        floors, informative = _floors(m)
         uninformative = tuple(int(b) for b in np.flatnonzero(~informative))
         if informative.any():
             rounding_out = float(rounding[informative].max())
@@ -308,15 +315,17 @@ def decide(m: Measurements, rtol: float | None = None, atol: float | None = None
 def beyond_resolution(m: Measurements, stored_eps: float) -> np.ndarray:
     """Elements whose float64 error no resolution probe could excuse: above ``RESOLUTION_MARGIN ·
     PROBE_REACH`` times f(x)'s rounding (at least one ulp), scaled from the program's precision to
-    that of the stored values (``stored_eps``). The probe is not run for them."""
+    that of the stored values (``stored_eps``), on some informative example (an uninformative one,
+    whose output is rounding, decides nothing). The probe is not run for them."""
     n_el = len(m.abs_error)
     if m.rounding is None or m.rel_other is None:
         return np.zeros(n_el, dtype=bool)
     eps_lo = float(np.finfo(np.float32).eps) if m.f64 else m.eps
-    rounding = np.asarray(m.rounding, np.float64)
-    rounding = float(np.max(rounding[np.isfinite(rounding)], initial=0.0))
+    _, informative = _floors(m)
+    rounding = np.asarray(m.rounding, np.float64)[informative]
+    rounding = float(np.max(rounding, initial=0.0))
     reach = RESOLUTION_MARGIN * PROBE_REACH * max(rounding, eps_lo) * stored_eps / eps_lo
-    hi = np.asarray(m.rel if m.f64 else m.rel_other, np.float64).reshape(n_el, -1)
+    hi = np.asarray(m.rel if m.f64 else m.rel_other, np.float64).reshape(n_el, -1)[:, informative]
     worst = np.max(np.where(np.isnan(hi), -np.inf, hi), axis=1, initial=-np.inf)
     return worst > reach
 

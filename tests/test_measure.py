@@ -1,5 +1,7 @@
 """The probes a verdict runs: the resolution of the stored values, read at any angle."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,14 @@ def test_clearly_broken_models_skip_the_probe_and_stay_broken(monkeypatch):
         zoo.circular_conv(jnp.asarray(noisy)), jax.random.normal(jax.random.key(1), (2, 8, 8, 2)), groups.p4(8)
     )
     assert result.ok and calls, result
+
+
+def test_an_uninformative_example_does_not_put_an_element_beyond_the_probe():
+    # example 1 is a blank frame: its float64 sensitivity is of order 1 (its floor reaches 1), its
+    # float64 error 0.9; example 0, informative, decides, and its error is within a probe's reach
+    base = measurements([[3e-7, 0.9]])
+    m = verdicts.Measurements(
+        **{**base.__dict__, "rounding": np.asarray([1e-6, 1e-6]), "sensitivity": np.asarray([0.0, 10.0])}
+    )
+    assert not verdicts.beyond_resolution(m, stored_eps=EPS32).any()
+    assert verdicts.beyond_resolution(dataclasses.replace(m, sensitivity=None), stored_eps=EPS32).tolist() == [True]
