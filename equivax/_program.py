@@ -24,6 +24,7 @@ from jax.extend import core as jex
 
 from equivax._kernel import TRACER_ERRORS, Kernel, unpacked
 from equivax._sharding import Placement
+from equivax._xla import jit
 from equivax.precision import RetypeError, retype_value, retyped
 
 __all__ = ["Program", "block_until_compiled", "other_precision", "trace"]
@@ -187,7 +188,7 @@ class Program:
         self.fingerprint: Any = None  # of the plain callable it was last traced from (see _traced)
         self.consts = list(self.closed.consts)
         self.out_tree = jax.tree.structure(self.out_shape)
-        self.run = jax.jit(jex.jaxpr_as_fun(hoisted(self.closed)))
+        self.run = jit(jex.jaxpr_as_fun(hoisted(self.closed)))
         self._other: dict[str, concurrent.futures.Future] = {}  # per precision: (jitted, executable)
 
     @property
@@ -230,7 +231,7 @@ class Program:
                 f"f calls foreign code ({', '.join(sorted(fn.fixed_precision))}) that computes in its declared "
                 "precision, so another precision cannot resolve its rounding"
             )
-        return jax.jit(fn)
+        return jit(fn)
 
     def prepare(self, float_dtype: Any) -> None:
         """Start compiling the program in ``float_dtype`` on a background thread, so XLA compiles

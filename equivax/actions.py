@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from equivax._planar import ImageAction, RegularAction
+from equivax._xla import jit
 from equivax.groups import Group
 
 __all__ = [
@@ -320,7 +321,7 @@ def _probe_run(action: Action, group: Group, pairs: int, x: Any, a: Any, others:
     return (*law_errors(action, group, x, gs, hs), gs, hs)
 
 
-_probe_cached = jax.jit(_probe_run, static_argnums=(0, 1, 2))
+_probe_cached = jit(_probe_run, static_argnums=(0, 1, 2))
 
 
 def probe(action: Action, group: Group, x: Any, pairs: int = 3, *, role: str = "action") -> None:
@@ -358,7 +359,7 @@ def probe(action: Action, group: Group, x: Any, pairs: int = 3, *, role: str = "
         hash((action, group))
         run = functools.partial(_probe_cached, action, group, pairs)
     except TypeError:  # an unhashable action: compile for this call only
-        run = jax.jit(functools.partial(_probe_run, action, group, pairs))
+        run = jit(functools.partial(_probe_run, action, group, pairs))
     identity, errors, gs, hs = run(x, a, others if len(others) else np.stack([a]))
     tol, name = _law_tolerance(x), _describe(action)
     if not float(identity) <= tol:

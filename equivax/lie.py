@@ -45,6 +45,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from equivax._arguments import as_images
 from equivax._sharding import as_devices
 from equivax._traced import Static, split
+from equivax._xla import jit
 
 __all__ = [
     "GENERATORS",
@@ -150,7 +151,7 @@ def _as_generator(gen: Any, which: str) -> Callable[[jax.Array], jax.Array]:
 # ------------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+@functools.partial(jit, static_argnums=(0, 1, 2))
 def _lie(fn, gen_in, gen_out, state, x):
     y, dy = jax.jvp(lambda z: fn(state, z), (x,), (gen_in(x),))
     return dy if gen_out is None else dy - gen_out(y)
@@ -327,7 +328,7 @@ def _level_generator(name: str, base: Any, in_height: int, shape: tuple[int, ...
     return None, "undefined"
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+@functools.partial(jit, static_argnums=(0, 1, 2))
 def _layerwise(graphdef, base, levels, state, x):
     from flax import nnx
 

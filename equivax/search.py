@@ -23,6 +23,7 @@ import numpy as np
 
 from equivax._arguments import as_action, as_elements, as_group, as_tolerance
 from equivax._traced import split
+from equivax._xla import jit
 from equivax.groups import Group
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def worst_case(
         return worst * scale[pick], jnp.max(best, axis=1), history
 
     nudge = _nudge(key, (len(chosen), *x0.shape), x0.dtype)
-    inputs, found, history = jax.device_get(jax.jit(search)(state, x0, scale, nudge, jnp.asarray(chosen)))
+    inputs, found, history = jax.device_get(jit(search)(state, x0, scale, nudge, jnp.asarray(chosen)))
     return WorstCase(
         group=group.name,
         labels=tuple(group.labels[group.index(e)] for e in chosen),

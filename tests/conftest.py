@@ -6,7 +6,10 @@ import tempfile
 # Test programs are small and run once: compile time is nearly all of the suite's time, and XLA's
 # backend optimisation level 0 halves it (measured on the layer tests). Read when JAX starts its
 # backend, which no import does. Set XLA_FLAGS to test with other options.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# XLA's loop emitters compile the many small kernels of the tests' programs (random numbers, model
+# initialisers) in about half the time at that level; equivax's own programs use them anyway
+# (equivax/_xla.py, which tests/test_xla.py checks without this flag).
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
 # Tests do not read or fill the user's persistent compilation cache (one test switches it on in a
 # subprocess with its own cache directory).
 os.environ.setdefault("EQUIVAX_COMPILATION_CACHE", "0")
