@@ -189,7 +189,8 @@ class Program:
         self.consts = list(self.closed.consts)
         self.out_tree = jax.tree.structure(self.out_shape)
         self.run = jit(jex.jaxpr_as_fun(hoisted(self.closed)))
-        self._other: dict[str, concurrent.futures.Future] = {}  # per precision: (jitted, executable)
+        self._other: dict[Any, concurrent.futures.Future] = {}  # per precision: (jitted, executable)
+        self.literal_eps = 0.0  # of the rounded literals in the program (known once it is retyped)
 
     @property
     def chunk_size(self) -> int | None:
@@ -214,23 +215,25 @@ class Program:
         """Run in f's precision with these closed-over values (those of the latest trace)."""
         return self._finish(self.run(*self.flat_args(consts, args)), len(args[2]))
 
-    def _retyped(self, float_dtype: Any) -> tuple[Callable[..., Any], Any]:
-        """The jitted program in ``float_dtype`` and, when it was compiled ahead (``prepare``), its
-        executable; raises ``RetypeError`` for a program that cannot run in another precision."""
-        key = np.dtype(float_dtype).name
+    def _retyped(self, float_dtype: Any, move_literals: tuple[int, bool] | None = None) -> tuple[Any, Any]:
+        """The jitted program in ``float_dtype`` (its rounded literals moved by ``move_literals``)
+        and, when it was compiled ahead (``prepare``), its executable; raises ``RetypeError`` for a
+        program that cannot run in another precision."""
+        key = (np.dtype(float_dtype).name, move_literals)
         if key not in self._other:
             future: concurrent.futures.Future = concurrent.futures.Future()
-            future.set_result((self._jitted(float_dtype), None))
+            future.set_result((self._jitted(float_dtype, move_literals), None))
             self._other[key] = future
         return self._other[key].result()
 
-    def _jitted(self, float_dtype: Any) -> Callable[..., Any]:
-        fn = retyped(hoisted(self.closed), float_dtype)
+    def _jitted(self, float_dtype: Any, move_literals: tuple[int, bool] | None = None) -> Callable[..., Any]:
+        fn = retyped(hoisted(self.closed), float_dtype, move_literals)
         if fn.fixed_precision:
             raise RetypeError(
                 f"f calls foreign code ({', '.join(sorted(fn.fixed_precision))}) that computes in its declared "
                 "precision, so another precision cannot resolve its rounding"
             )
+        self.literal_eps = max(self.literal_eps, fn.literal_eps)
         return jit(fn)
 
     def prepare(self, float_dtype: Any) -> None:
@@ -238,7 +241,7 @@ class Program:
         it while the first run compiles and runs (two programs, two cores). Its inputs' shapes are
         known before any value is: the re-run always evaluates all the elements (see ``run_in``).
         Only for a program on one device (sharded programs compile on first use)."""
-        key = np.dtype(float_dtype).name
+        key = (np.dtype(float_dtype).name, None)
         if key in self._other or self.kernel.shards > 1 or not _ahead_of_time():
             return
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -280,9 +283,12 @@ class Program:
 
         With ``seed``, the stored low-precision values (closed-over arrays, parameters, floating
         elements) are first moved by half an ulp of their own precision (``perturbed``; ``flip``
-        moves them the other way).
+        moves them the other way), and so are the program's rounded literals (``math.sqrt(3)``
+        traced in float32), which takes a program compiled for those values.
         """
         run, compiled = self._retyped(float_dtype)
+        if seed is not None and self.literal_eps > 0:
+            run, compiled = self._retyped(float_dtype, (seed, flip))
         # Always the whole element axis, the chosen elements first and the first repeated after
         # them: one program in the other precision however many elements a call re-runs.
         count = len(elements)
@@ -316,8 +322,9 @@ class Program:
         return max((eps(d) for d in _float_dtypes(self.closed.jaxpr)), default=eps(np.float64))
 
     def stored_eps(self, consts: Sequence[Any], params: Any, elements: np.ndarray) -> float:
-        """The coarsest precision of the stored values a re-run keeps (0 when all are float64)."""
+        """The coarsest precision of the stored values a re-run keeps (0 when all are float64),
+        rounded literals included (known once the program has been re-run)."""
         values = [*consts, *jax.tree.leaves(params), elements]
         found = [eps(_dtype_of(v)) for v in values if _is_float(_dtype_of(v))]
         found = [e for e in found if e > eps(np.float64)]
-        return max(found, default=0.0)
+        return max(found, default=self.literal_eps) if found else self.literal_eps

@@ -114,8 +114,6 @@ _PINNED = frozenset(
         "bitcast_convert_type",
         "pure_callback",
         "io_callback",
-        "debug_callback",
-        "debug_print",
         "ffi_call",
         "buffer_callback",
     }
@@ -123,6 +121,26 @@ _PINNED = frozenset(
 
 #: Equations that exist to emulate a lower precision: dropped, their operand passes through.
 _DROPPED = frozenset({"reduce_precision"})
+
+#: Equations without results that only show values (``jax.debug.print``, ``jax.debug.callback``):
+#: they cannot change what f returns, so a re-run leaves them out (and prints nothing twice).
+_SILENT = frozenset({"debug_callback", "debug_print"})
+
+
+def inexact_literal(value: Any) -> bool:
+    """Whether a floating literal below float64 is likely a rounded value (``math.sqrt(3)``, 0.1),
+    not an exact one (0.5, 3.0, 1000.0): its significand needs more than half its precision's bits.
+    Such literals are stored values like parameters: rounded when f was traced."""
+    value = np.asarray(value)
+    if not jnp.issubdtype(value.dtype, jnp.floating) or jnp.finfo(value.dtype).bits >= 64:
+        return False
+    if value.size != 1 or not np.isfinite(value).all() or not value.any():
+        return False
+    mantissa, _ = np.frexp(np.float64(value.reshape(())))
+    bits = int(jnp.finfo(value.dtype).nmant) + 1
+    scaled = abs(float(mantissa)) * 2.0 ** (bits // 2)  # an integer when bits // 2 bits suffice
+    return scaled != int(scaled)
+
 
 _PALLAS = (
     "it is a Pallas kernel, written and tiled for the dtypes it was traced with (Mosaic and Triton "
@@ -200,10 +218,12 @@ class _Retyper:
     stays one function and JAX's caches keyed on it keep working.
     """
 
-    def __init__(self, float_dtype: np.dtype):
+    def __init__(self, float_dtype: np.dtype, move_literals: tuple[int, bool] | None = None):
         self.float_dtype = float_dtype
         self._memo: dict[int, tuple[Any, Any]] = {}
         self.fixed_precision: set[str] = set()  # foreign code left computing in its own precision
+        self.move_literals = move_literals  # (seed, flip): inexact literals moved by half an ulp
+        self.literal_eps = 0.0  # the coarsest precision of the inexact literals met
 
     # -- types and values ------------------------------------------------------------------------
 
@@ -271,7 +291,18 @@ class _Retyper:
         aval = self.aval(atom.aval)
         if aval is atom.aval:
             return atom
-        return jex.Literal(np.asarray(atom.val, dtype=aval.dtype), aval)
+        value = np.asarray(atom.val, dtype=aval.dtype)
+        if inexact_literal(atom.val) and jnp.finfo(aval.dtype).eps < jnp.finfo(atom.aval.dtype).eps:
+            own = float(jnp.finfo(atom.aval.dtype).eps)
+            self.literal_eps = max(self.literal_eps, own)
+            if self.move_literals is not None:
+                seed, flip = self.move_literals
+                # One sign per magnitude: a constant used in several places (sin 60° in both
+                # off-diagonal entries of a rotation, once negated) was rounded once.
+                bits = int(np.abs(np.asarray(atom.val, np.float64)).view(np.int64))
+                sign = np.random.default_rng((seed, bits)).choice([-0.5, 0.5]) * (-1 if flip else 1)
+                value = np.asarray(value * (1 + sign * own), dtype=aval.dtype)
+        return jex.Literal(value, aval)
 
     def _rewrite(self, jaxpr: Any) -> Any:
         env: dict[Any, Any] = {}
@@ -291,6 +322,8 @@ class _Retyper:
             raise RetypeError(f"cannot re-evaluate primitive {name!r} in another precision: {_REFUSED[name]}")
         if name in _DROPPED:
             self._alias(eqn, invars, env, out)
+        elif name in _SILENT and not eqn.outvars:
+            pass
         elif name in _PINNED:
             self._pinned(eqn, invars, env, out)
         elif name in _PRIMAL and _PRIMAL[name] in eqn.params:
@@ -381,7 +414,9 @@ def _holds_programs(params: dict) -> bool:
     return any(holds(v) for v in params.values())
 
 
-def retyped(closed_jaxpr: Any, float_dtype: Any) -> Callable[..., Sequence[Any]]:
+def retyped(
+    closed_jaxpr: Any, float_dtype: Any, move_literals: tuple[int, bool] | None = None
+) -> Callable[..., Sequence[Any]]:
     """A function evaluating ``closed_jaxpr`` with all floating values in ``float_dtype``.
 
     The program is rewritten once, here (a ``RetypeError`` says which primitive could not be);
@@ -391,6 +426,13 @@ def retyped(closed_jaxpr: Any, float_dtype: Any) -> Callable[..., Sequence[Any]]
     The function's ``fixed_precision`` attribute names the primitives of foreign code (host
     callbacks, FFI calls) that were handed their original dtypes and so still compute in the
     original precision: a float64 re-run of a program holding one is float64 only around it.
+    ``jax.debug.print`` and ``jax.debug.callback`` are left out: they return nothing.
+
+    Floating literals keep the value they were traced with (``math.sqrt(3)`` in a float32 program
+    is float32's nearest value); ``literal_eps`` is the coarsest precision of those that look
+    rounded (``inexact_literal``), 0 when there are none. ``move_literals=(seed, flip)`` moves each
+    of them by half an ulp of its own precision, with a seeded sign per magnitude (the opposite
+    signs with ``flip``), as ``equivax._program.perturbed`` moves stored arrays.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -401,7 +443,7 @@ def retyped(closed_jaxpr: Any, float_dtype: Any) -> Callable[..., Sequence[Any]]
       True
     """
     float_dtype = np.dtype(float_dtype)
-    retyper = _Retyper(float_dtype)
+    retyper = _Retyper(float_dtype, move_literals)
     program = retyper.open(closed_jaxpr.jaxpr)
     consts = list(closed_jaxpr.consts)
 
@@ -411,4 +453,5 @@ def retyped(closed_jaxpr: Any, float_dtype: Any) -> Callable[..., Sequence[Any]]
         return jex.jaxpr_as_fun(jex.ClosedJaxpr(program, cast))(*(retype_value(a, float_dtype) for a in args))
 
     run.fixed_precision = frozenset(retyper.fixed_precision)  # type: ignore[attr-defined]
+    run.literal_eps = retyper.literal_eps  # type: ignore[attr-defined]
     return run

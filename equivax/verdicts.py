@@ -265,7 +265,7 @@ def decide(m: Measurements, rtol: float | None = None, atol: float | None = None
                 verdicts[i] = "approximate"
                 reasons[i] = (
                     f"structural {other_name} error {value:.1e} is within the measured resolution {resolution:.1e} of "
-                    "the stored values (parameters or group elements rounded to their precision)"
+                    "the stored values (parameters, constants or group elements rounded to their precision)"
                 )
             elif tol is not None and value <= tol:
                 verdicts[i] = "approximate"

@@ -109,3 +109,28 @@ def test_scatters_and_linear_solves_are_promoted():
         reference = program(jnp.asarray(a, jnp.float64), jnp.asarray(x, jnp.float64))
     assert rerun.dtype == jnp.float64
     np.testing.assert_allclose(rerun, reference, rtol=1e-14)
+
+
+def test_rounded_literals_are_told_from_exact_ones():
+    from equivax.precision import inexact_literal
+
+    assert not any(inexact_literal(np.float32(v)) for v in (0.5, 3.0, 1000.0, -0.75, 2.0**-20, 0.0, np.inf))
+    assert all(inexact_literal(np.float32(v)) for v in (0.1, 3.0**0.5, 1e-5, 1 / 3))
+    assert not inexact_literal(np.float64(0.1))  # float64 is what a re-run computes in
+
+
+def test_moved_literals_move_half_an_ulp_together_and_flip():
+    s = np.float32(3.0**0.5 / 2)
+    closed = jax.make_jaxpr(lambda v: jnp.stack([0.5 * v - (3.0**0.5 / 2) * v, -(3.0**0.5 / 2) * v]))(jnp.float32(1))
+    with jax.enable_x64(True):
+        plain = retyped(closed, jnp.float64)
+        up = np.asarray(jax.jit(retyped(closed, jnp.float64, (1, False)))(1.0)[0])
+        down = np.asarray(jax.jit(retyped(closed, jnp.float64, (1, True)))(1.0)[0])
+        same = np.asarray(jax.jit(plain)(1.0)[0])
+    assert plain.literal_eps == float(np.finfo(np.float32).eps)
+    np.testing.assert_array_equal(same, [0.5 - np.float64(s), -np.float64(s)])
+    moved_up, moved_down = 0.5 - up[0], 0.5 - down[0]  # the constant as each program saw it
+    half = np.float64(s) * np.finfo(np.float32).eps / 2
+    np.testing.assert_allclose([abs(moved_up - s), abs(moved_down - s)], half, rtol=1e-6)
+    assert np.sign(moved_up - s) == -np.sign(moved_down - s)
+    np.testing.assert_allclose([-up[1], -down[1]], [moved_up, moved_down], rtol=1e-15)  # one sign for ±√3/2

@@ -286,3 +286,75 @@ def test_a_bank_expanded_in_float32_is_approximate_and_a_real_asymmetry_is_broke
     leaky = [stored[0], jnp.asarray(wrong), *stored[2:]]
     result = equivax.check(_steerable_cnn(leaky, biases), x, groups.rotations(), actions.image(), _regular_fields)
     assert set(result.verdicts) == {"broken"}, result
+
+
+# -- 9. constants written as Python floats, debug prints ---------------------------------------------
+
+SQRT3 = 3.0**0.5  # a Python float: traced into a float32 program as float32's nearest value
+
+
+def spherical_l2(u):
+    """Real spherical harmonics of degree 2 with their constants as Python floats, as e3nn-style
+    code writes them."""
+    x, y, z = u[..., 0], u[..., 1], u[..., 2]
+    return jnp.stack(
+        [SQRT3 * x * z, SQRT3 * x * y, y * y - 0.5 * (x * x + z * z), SQRT3 * y * z, 0.5 * SQRT3 * (z * z - x * x)],
+        axis=-1,
+    )
+
+
+def degree_two_energy(points, tilt=0.0):
+    """Σ over nodes of |Σ_neighbours e^{-r} Y₂(r̂)|²: invariant under rotations (addition theorem)."""
+    rel = points[:, :, None, :] - points[:, None, :, :]
+    r = jnp.sqrt(jnp.sum(rel**2, -1) + 1e-12)
+    y = spherical_l2(rel / r[..., None])
+    node = jnp.einsum("npq,npqc->npc", jnp.exp(-r), y)
+    return jnp.sum(node * node, axis=(-1, -2))[:, None] + tilt * points[:, 0, :1]
+
+
+def test_python_float_constants_are_stored_values_not_structure():
+    points = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 3)), jnp.float32)
+    group, vectors = equivax.matrix_groups.sampled_so3(6), equivax.fields.channels(equivax.fields.vector(3))
+    exact = equivax.check(degree_two_energy, points, group, vectors, actions.trivial())
+    assert exact.ok, exact.summary()
+    assert "broken" not in exact.verdicts  # √3 rounded to float32 is not a bug
+    tilted = equivax.check(lambda p: degree_two_energy(p, 1e-4), points, group, vectors, actions.trivial())
+    assert set(tilted.verdicts) == {"broken"}, tilted.summary()
+
+
+def sixfold(g, points):
+    """Rotation by g·60° built from Python-float constants, one step per sixth of a turn."""
+    c, s = 0.5, SQRT3 / 2
+
+    def step(_, v):
+        return jnp.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], axis=-1)
+
+    return lax.fori_loop(0, g[0], step, points)
+
+
+def pair_energy(points, leak=0.0):
+    d2 = jnp.sum((points[:, :, None] - points[:, None]) ** 2, -1)
+    return jnp.sum(jnp.exp(-d2), (1, 2))[:, None] + jnp.sum(points * points, (1, 2))[:, None] + leak * points[:, 0, :1]
+
+
+def test_an_action_built_from_rounded_constants_in_a_loop_is_approximate_and_a_leak_is_broken():
+    c6 = groups.finite(np.arange(6).reshape(6, 1), name="C6", compose=lambda g, h: (g + h) % 6, action=sixfold)
+    points = jax.random.normal(jax.random.key(0), (2, 8, 2))
+    result = equivax.check(pair_energy, points, c6, out_action=actions.trivial())
+    assert result.ok and set(result.verdicts) <= {"equivariant", "approximate"}, result.summary()
+    leaking = equivax.check(lambda p: pair_energy(p, 1e-4), points, c6, out_action=actions.trivial())
+    assert set(leaking.verdicts) == {"broken"}, leaking.summary()
+
+
+def test_debug_prints_and_callbacks_do_not_make_a_verdict_undecided(capfd):
+    calls = []
+
+    def f(x):
+        jax.debug.print("mean {m}", m=jnp.mean(x))
+        jax.debug.callback(lambda v: calls.append(np.asarray(v).dtype), jnp.max(x))
+        return jnp.mean(jnp.tanh(x), axis=(1, 2))
+
+    result = equivax.check(f, images(), groups.p4(8), out_action=actions.trivial())
+    assert result.ok and "undecided" not in result.verdicts and "float64" in result.methods, result.summary()
+    assert calls and set(calls) == {np.dtype(np.float32)}  # only f's own run printed: no float64 re-run of them
+    assert "mean" in capfd.readouterr().out
