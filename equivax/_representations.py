@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from equivax.groups import Group
+from equivax.precision import widest_float
 
 Element = Any
 
@@ -68,7 +69,7 @@ def _det(g: Element) -> jax.Array:
     g = jnp.asarray(g)
     if g.ndim == 1:
         return 1 - 2 * (g.astype(jnp.int32)[3] % 2)
-    return jnp.sign(jnp.linalg.det(g.astype(jnp.result_type(g.dtype, jnp.float32))))
+    return jnp.sign(jnp.linalg.det(g.astype(widest_float(g.dtype))))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,7 +119,7 @@ class _Linear(Representation):
         if self.size == 0:
             return jnp.reshape(det, (1, 1))
         linear = _linear(g)
-        return det.astype(jnp.result_type(det.dtype, linear.dtype)) * linear
+        return det.astype(widest_float(det.dtype, linear.dtype)) * linear
 
     def validate(self, group: Group) -> None:
         if is_planar(group):
@@ -212,7 +213,7 @@ class _DirectSum(Representation):
 
     def __call__(self, g: Element) -> jax.Array:
         blocks = [p(g) for p in self.parts]
-        dtype = jnp.result_type(*[b.dtype for b in blocks])
+        dtype = widest_float(*[b.dtype for b in blocks])
         return jax.scipy.linalg.block_diag(*[b.astype(dtype) for b in blocks])
 
     def validate(self, group: Group) -> None:
@@ -317,7 +318,7 @@ class _WignerD(Representation):
             base = jnp.ones((1, 1), g.dtype) if self.degree == 0 else g
         else:
             power = functools.reduce(jnp.kron, [g] * self.degree)
-            basis = jnp.asarray(_harmonic_basis(self.degree), jnp.result_type(g.dtype, jnp.float32))
+            basis = jnp.asarray(_harmonic_basis(self.degree), widest_float(g.dtype))
             base = basis.T @ power @ basis
         # D(-I) = (-1)^l on R^{⊗l}; a factor det(g) makes the inversion act by the parity instead.
         if self.parity * (-1) ** self.degree == -1:

@@ -40,6 +40,7 @@ import numpy as np
 from equivax._planar import ImageAction, RegularAction
 from equivax._xla import jit
 from equivax.groups import Group
+from equivax.precision import widest_float
 
 __all__ = [
     "ROLES",
@@ -289,8 +290,8 @@ def _pairs(group: Group, a: jax.Array, others: jax.Array, pairs: int) -> tuple[j
 
 def _relative(a: Any, b: Any) -> jax.Array:
     """‖a − b‖ / ‖b‖ over every leaf (0 when both vanish)."""
-    left = [jnp.ravel(leaf).astype(jnp.result_type(leaf, jnp.float32)) for leaf in jax.tree.leaves(a)]
-    right = [jnp.ravel(leaf).astype(jnp.result_type(leaf, jnp.float32)) for leaf in jax.tree.leaves(b)]
+    left = [jnp.ravel(leaf).astype(widest_float(jnp.asarray(leaf).dtype)) for leaf in jax.tree.leaves(a)]
+    right = [jnp.ravel(leaf).astype(widest_float(jnp.asarray(leaf).dtype)) for leaf in jax.tree.leaves(b)]
     if len(left) != len(right) or any(p.shape != q.shape for p, q in zip(left, right, strict=True)):
         return jnp.asarray(jnp.inf)
     num = jnp.sqrt(sum(jnp.sum(jnp.abs(p - q) ** 2) for p, q in zip(left, right, strict=True)))

@@ -35,6 +35,7 @@ check then falls back to a documented rounding bound and says so.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -125,6 +126,57 @@ _DROPPED = frozenset({"reduce_precision"})
 #: Equations without results that only show values (``jax.debug.print``, ``jax.debug.callback``):
 #: they cannot change what f returns, so a re-run leaves them out (and prints nothing twice).
 _SILENT = frozenset({"debug_callback", "debug_print"})
+
+
+#: A re-run's ``while`` loop stops after this many iterations, its floating results made NaN (so the
+#: verdict is undecided, never a pass): a loop can run forever in another precision when its
+#: tolerance is below that precision (``while err > 1e-12`` in float32). Loops whose carry repeats
+#: (a fixed point, or two values alternating, in the last bits) stop there first, on that value.
+WHILE_LIMIT = 1 << 20
+
+
+def _bounded_while(cond: Any, body: Any, cond_nconsts: int, body_nconsts: int) -> Callable[..., Any]:
+    """The re-run's ``while``: ``cond`` and ``body`` (retyped closed jaxprs) iterated until ``cond``
+    fails, the carry repeats with period 1 or 2 (a deterministic body then loops forever), or
+    ``WHILE_LIMIT`` iterations."""
+    run_cond, run_body = jex.jaxpr_as_fun(cond), jex.jaxpr_as_fun(body)
+
+    def same(a: Sequence[Any], b: Sequence[Any]) -> Any:
+        return functools.reduce(jnp.logical_and, [jnp.array_equal(u, v) for u, v in zip(a, b, strict=True)], True)
+
+    def loop(*args: Any) -> list[Any]:
+        cond_consts, body_consts = args[:cond_nconsts], args[cond_nconsts : cond_nconsts + body_nconsts]
+        init = list(args[cond_nconsts + body_nconsts :])
+
+        def keep_going(state: Any) -> Any:
+            carry, _, count, repeated = state
+            return jnp.any(run_cond(*cond_consts, *carry)[0]) & ~repeated & (count < WHILE_LIMIT)
+
+        def step(state: Any) -> Any:
+            carry, before, count, _ = state
+            new = run_body(*body_consts, *carry)
+            going = run_cond(*cond_consts, *carry)[0]
+            if jnp.ndim(going):  # a predicate batched by vmap: finished lanes keep their values
+                new = [
+                    jnp.where(going.reshape(going.shape + (1,) * (jnp.ndim(n) - going.ndim)), n, c)
+                    for n, c in zip(new, carry, strict=True)
+                ]
+            return new, carry, count + 1, same(new, carry) | same(new, before)
+
+        carry, _, count, _ = jax.lax.while_loop(keep_going, step, (init, init, jnp.int32(0), jnp.bool_(False)))
+        spent = count >= WHILE_LIMIT
+        return [jnp.where(spent, jnp.nan, c) if jnp.issubdtype(c.dtype, jnp.inexact) else c for c in carry]
+
+    return loop
+
+
+def widest_float(*dtypes: Any) -> np.dtype:
+    """The widest floating dtype among ``dtypes``, at least float32 (complex when one is complex):
+    chosen without JAX's promotion lattice, which strict promotion mode closes."""
+    bits = max([jnp.finfo(d).bits for d in dtypes if jnp.issubdtype(d, jnp.inexact)] + [32])
+    if any(jnp.issubdtype(d, jnp.complexfloating) for d in dtypes):
+        return np.dtype(np.complex128 if bits >= 64 else np.complex64)
+    return np.dtype(np.float64 if bits >= 64 else np.float32)
 
 
 def inexact_literal(value: Any) -> bool:
@@ -324,6 +376,8 @@ class _Retyper:
             self._alias(eqn, invars, env, out)
         elif name in _SILENT and not eqn.outvars:
             pass
+        elif name == "while" and not eqn.effects:
+            self._while(eqn, invars, env, out)
         elif name in _PINNED:
             self._pinned(eqn, invars, env, out)
         elif name in _PRIMAL and _PRIMAL[name] in eqn.params:
@@ -348,6 +402,28 @@ class _Retyper:
             params = {k: self.param(v) for k, v in eqn.params.items()}
             outvars = [self._var(v, env) for v in eqn.outvars]
             out.append(eqn.replace(invars=invars, outvars=outvars, params=params, effects=_renamed(eqn.effects, env)))
+
+    def _while(self, eqn: Any, invars: list, env: dict, out: list) -> None:
+        """A ``while`` that cannot run forever (``_bounded_while``), as a call of its program."""
+        params = eqn.params
+        loop = _bounded_while(
+            self.closed(params["cond_jaxpr"]),
+            self.closed(params["body_jaxpr"]),
+            params["cond_nconsts"],
+            params["body_nconsts"],
+        )
+        specs = [jax.ShapeDtypeStruct(a.aval.shape, a.aval.dtype) for a in invars]
+        program = jax.make_jaxpr(loop)(*specs)
+        outvars = [self._var(v, env) for v in eqn.outvars]
+        out.append(
+            eqn.replace(
+                invars=invars,
+                outvars=outvars,
+                primitive=jprims.closed_call_p,
+                params={"call_jaxpr": program},
+                effects=jex.no_effects,
+            )
+        )
 
     def _alias(self, eqn: Any, invars: list, env: dict, out: list) -> None:
         """Pass the operand through (converted if its retyped type differs from the result's)."""

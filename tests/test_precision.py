@@ -134,3 +134,40 @@ def test_moved_literals_move_half_an_ulp_together_and_flip():
     np.testing.assert_allclose([abs(moved_up - s), abs(moved_down - s)], half, rtol=1e-6)
     assert np.sign(moved_up - s) == -np.sign(moved_down - s)
     np.testing.assert_allclose([-up[1], -down[1]], [moved_up, moved_down], rtol=1e-15)  # one sign for ±√3/2
+
+
+def newton_root(s, tol):
+    """r with r³ + r = s, iterated until the step is below ``tol``."""
+
+    def body(state):
+        r, _ = state
+        new = r - (r**3 + r - s) / (3 * r**2 + 1)
+        return new, jnp.max(jnp.abs(new - r))
+
+    return lax.while_loop(lambda state: state[1] > tol, body, (s, jnp.asarray(jnp.inf, s.dtype)))[0]
+
+
+def test_a_loop_whose_tolerance_is_below_the_rerun_precision_stops_where_its_state_repeats():
+    with jax.enable_x64(True):
+        s = jnp.linspace(0.5, 3.0, 7, dtype=jnp.float64)
+        closed = jax.make_jaxpr(lambda s: newton_root(s, 1e-12))(s)  # float32 cannot get steps that small
+        (root32,) = jax.jit(retyped(closed, jnp.float32))(s)
+        (root64,) = jax.jit(retyped(closed, jnp.float64))(s)
+    assert root32.dtype == jnp.float32
+    np.testing.assert_allclose(root32, root64, rtol=4e-7)  # as close as float32 gets
+    np.testing.assert_allclose(root64**3 + root64, s, rtol=1e-14)
+
+
+def test_a_loop_that_neither_ends_nor_repeats_is_cut_off_with_nan(monkeypatch):
+    from equivax import precision
+
+    monkeypatch.setattr(precision, "WHILE_LIMIT", 50)
+    count_up = lambda v: lax.while_loop(lambda c: c[0] < 1000, lambda c: (c[0] + 1, c[1] * 1.01), (0, v))  # noqa: E731
+    closed = jax.make_jaxpr(count_up)(jnp.float32(1))
+    with jax.enable_x64(True):
+        steps, value = jax.jit(retyped(closed, jnp.float64))(1.0)
+    assert int(steps) == 50 and np.isnan(value)  # never a value the loop did not reach
+    short = jax.make_jaxpr(lambda v: lax.while_loop(lambda c: c[0] < 20, lambda c: (c[0] + 1, c[1] * 1.25), (0, v)))
+    with jax.enable_x64(True):
+        steps, value = jax.jit(retyped(short(jnp.float32(1)), jnp.float64))(1.0)
+    assert int(steps) == 20 and value == 1.25**20

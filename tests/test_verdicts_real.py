@@ -358,3 +358,40 @@ def test_debug_prints_and_callbacks_do_not_make_a_verdict_undecided(capfd):
     assert result.ok and "undecided" not in result.verdicts and "float64" in result.methods, result.summary()
     assert calls and set(calls) == {np.dtype(np.float32)}  # only f's own run printed: no float64 re-run of them
     assert "mean" in capfd.readouterr().out
+
+
+def test_a_float64_solver_with_a_tolerance_float32_cannot_reach_is_decided_not_hung():
+    def equilibrium(points):  # rescales each centred point to the root of r³ + r = |c|
+        centred = points - points.mean(1, keepdims=True)
+        size = jnp.linalg.norm(centred, axis=-1)
+
+        def body(state):
+            r, _ = state
+            new = r - (r**3 + r - size) / (3 * r**2 + 1)
+            return new, jnp.max(jnp.abs(new - r))
+
+        r, _ = lax.while_loop(lambda state: state[1] > 1e-12, body, (size, jnp.asarray(jnp.inf, size.dtype)))
+        return centred * (r / size)[..., None]
+
+    with jax.enable_x64(True):
+        points = jnp.asarray(np.random.default_rng(3).normal(size=(2, 6, 3)), jnp.float64)
+        vectors = equivax.fields.channels(equivax.fields.vector(3))
+        result = equivax.check(equilibrium, points, equivax.matrix_groups.sampled_o3(4), vectors, vectors)
+    assert result.ok and "float64" in result.methods, result.summary()  # decided by the float32 re-run
+
+
+def test_float64_matrix_groups_and_fields_work_under_strict_promotion():
+    """Equinox users often run with strict dtype promotion: float64 rotation matrices acting on
+    vectors, pseudovectors and tensors must not trip it (this module runs every test under it)."""
+    vec = equivax.fields.vector(3)
+    with jax.enable_x64(True):
+        points = jnp.asarray(np.random.default_rng(4).normal(size=(2, 5, 3)), jnp.float64)
+
+        def f(p):
+            c = p - p.mean(1, keepdims=True)
+            outer = (c[..., :, None] * c[..., None, :]).reshape(*c.shape[:-1], 9)
+            return jnp.concatenate([c, jnp.cross(c, jnp.roll(c, 1, axis=1)), outer], axis=-1)
+
+        out = equivax.fields.channels(vec, equivax.fields.pseudovector(3), equivax.fields.tensor(vec, vec))
+        result = equivax.check(f, points, equivax.matrix_groups.sampled_o3(3), equivax.fields.channels(vec), out)
+    assert result.ok, result.summary()
