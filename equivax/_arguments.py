@@ -3,6 +3,7 @@ one sentence naming the problem and the fix, before anything is traced."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Sequence
@@ -87,7 +88,31 @@ def as_action(action: Any, group: Group, which: str) -> Any:
         return actions_lib.tree(action)
     if not callable(action):
         raise TypeError(f"{which} must be a callable act(g, x) or a pytree of them, got {action!r}")
+    _takes_g_and_x(action, which)
     return action
+
+
+def _takes_g_and_x(action: Any, which: str) -> None:
+    """A one-line error for an action that cannot be called as ``act(g, x)``: most often a factory
+    passed uncalled (``actions.trivial`` for ``actions.trivial()``)."""
+    try:
+        signature = inspect.signature(action)
+    except (TypeError, ValueError):  # builtins and C callables: let the call decide
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        name = getattr(action, "__qualname__", type(action).__name__)
+        module = getattr(action, "__module__", "") or ""
+        if module.startswith("equivax.") and not any(
+            p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            for p in signature.parameters.values()
+        ):
+            public = module.replace("equivax._representations", "equivax.fields").removeprefix("equivax.")
+            raise TypeError(
+                f"{which} is the factory {public}.{name} itself, not an action: call it, {public}.{name}(...)"
+            ) from None
+        raise TypeError(f"{which} {name}{signature} cannot be called as act(g, x); an action takes (g, x)") from None
 
 
 def as_tolerance(value: Any, name: str) -> float | None:

@@ -64,6 +64,15 @@ def _linear(g: Element) -> jax.Array:
     return g
 
 
+def _joint(*dtypes: Any) -> Any:
+    """One dtype for values of these dtypes: integers stay integers (integer-coded elements give
+    integer matrices); with a float among them, the widest float (no promotion lattice, so strict
+    promotion mode is no obstacle)."""
+    if not any(jnp.issubdtype(d, jnp.inexact) for d in dtypes):
+        return jnp.result_type(*dtypes)
+    return widest_float(*dtypes)
+
+
 def _det(g: Element) -> jax.Array:
     """``±1``: the determinant of the linear part (orthogonal elements)."""
     g = jnp.asarray(g)
@@ -119,7 +128,7 @@ class _Linear(Representation):
         if self.size == 0:
             return jnp.reshape(det, (1, 1))
         linear = _linear(g)
-        return det.astype(widest_float(det.dtype, linear.dtype)) * linear
+        return det.astype(_joint(det.dtype, linear.dtype)) * linear
 
     def validate(self, group: Group) -> None:
         if is_planar(group):
@@ -213,7 +222,7 @@ class _DirectSum(Representation):
 
     def __call__(self, g: Element) -> jax.Array:
         blocks = [p(g) for p in self.parts]
-        dtype = widest_float(*[b.dtype for b in blocks])
+        dtype = _joint(*[b.dtype for b in blocks])
         return jax.scipy.linalg.block_diag(*[b.astype(dtype) for b in blocks])
 
     def validate(self, group: Group) -> None:

@@ -264,7 +264,7 @@ def decide(m: Measurements, rtol: float | None = None, atol: float | None = None
             if resolution > 0 and value <= resolution:
                 verdicts[i] = "approximate"
                 reasons[i] = (
-                    f"structural {other_name} error {value:.1e} is within the measured resolution {resolution:.1e} of "
+                    f"structural float64 error {value:.1e} is within the measured resolution {resolution:.1e} of "
                     "the stored values (parameters, constants or group elements rounded to their precision)"
                 )
             elif tol is not None and value <= tol:
@@ -274,7 +274,7 @@ def decide(m: Measurements, rtol: float | None = None, atol: float | None = None
                     "(interpolation is not an exact group action on a pixel grid)"
                 )
             else:
-                reasons[i] = f"structural: {other_name} error {value:.1e} stays above the floor {floors[decisive]:.1e}"
+                reasons[i] = f"structural: float64 error {value:.1e} stays above the floor {floors[decisive]:.1e}"
                 if resolution > 0:
                     reasons[i] += f" and the resolution {resolution:.1e}"
             continue

@@ -2,6 +2,7 @@
 
 import functools
 import os
+import re
 import subprocess
 import sys
 
@@ -171,8 +172,9 @@ def test_the_persistent_compilation_cache_is_on_by_default_and_can_be_switched_o
         "EQUIVAX_COMPILATION_CACHE",
         "JAX_COMPILATION_CACHE_DIR",
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+        "XLA_FLAGS",
     ):
-        env.pop(name, None)  # as a user's environment: the suite's own run cache is not theirs
+        env.pop(name, None)  # as a user's environment: the suite's own run cache and flags are not theirs
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
     assert any((tmp_path / "on" / "equivax" / "jax").iterdir())
@@ -222,3 +224,17 @@ def test_lie_derivatives_validate_their_input(bad, message):
         equivax.lie_error(jnp.tanh, bad, "rotation")
     with pytest.raises((ValueError, TypeError), match=message):
         equivax.lie_derivative(jnp.tanh, bad, "translate_x", "translate_x")
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        (equivax.actions.trivial, "out_action is the factory actions.trivial itself, not an action: call it"),
+        (equivax.actions.image, "out_action is the factory actions.image itself"),
+        (lambda g: g, "out_action <lambda>(g) cannot be called as act(g, x)"),
+    ],
+)
+def test_an_action_that_cannot_take_g_and_x_is_named_in_one_line(action, message):
+    with pytest.raises(TypeError, match=re.escape(message)) as err:
+        equivax.check(jnp.tanh, jnp.ones((1, 4, 4, 1)), equivax.groups.rotations(), out_action=action)
+    assert "\n" not in str(err.value)

@@ -159,9 +159,9 @@ def test_a_loop_whose_tolerance_is_below_the_rerun_precision_stops_where_its_sta
 
 
 def test_a_loop_that_neither_ends_nor_repeats_is_cut_off_with_nan(monkeypatch):
-    from equivax import precision
+    from equivax import _rerun_rules
 
-    monkeypatch.setattr(precision, "WHILE_LIMIT", 50)
+    monkeypatch.setattr(_rerun_rules, "WHILE_LIMIT", 50)
     count_up = lambda v: lax.while_loop(lambda c: c[0] < 1000, lambda c: (c[0] + 1, c[1] * 1.01), (0, v))  # noqa: E731
     closed = jax.make_jaxpr(count_up)(jnp.float32(1))
     with jax.enable_x64(True):

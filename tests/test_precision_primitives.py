@@ -32,7 +32,7 @@ from jax.extend import core as jex
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from equivax import precision
+from equivax import _rerun_rules, precision
 from equivax.precision import RetypeError, retyped
 
 F64 = np.dtype(np.float64)
@@ -676,7 +676,7 @@ def test_every_nested_program_primitive_is_covered():
     missing = {
         name: why
         for name, why in detected.items()
-        if name not in covered and name not in precision._REFUSED and name not in NOT_NESTED
+        if name not in covered and name not in _rerun_rules.REFUSED and name not in NOT_NESTED
     }
     assert not missing, (
         "primitives with nested programs that no construct here re-runs and equivax.precision does "
@@ -688,12 +688,12 @@ def test_every_supported_primitive_is_exercised():
     """An allowlisted primitive that this JAX defines must be exercised by a construct, so support is
     shown, not claimed."""
     defined = set(_detected())
-    claimed = (precision._REBOUND | set(precision._PRIMAL)) & defined
+    claimed = (_rerun_rules.REBOUND | set(_rerun_rules.PRIMAL)) & defined
     covered = {p for c in CONSTRUCTS.values() for p in (*c.primitives, *(c.batched_primitives or ()), *c.covers)}
     assert claimed <= covered, sorted(claimed - covered)
 
 
-@pytest.mark.parametrize("name", sorted(precision._REFUSED))
+@pytest.mark.parametrize("name", sorted(_rerun_rules.REFUSED))
 def test_refused_primitives_say_which_and_why(name):
     """A program holding a refused primitive raises RetypeError naming it and giving the reason."""
     prim = _all_primitives().get(name)
@@ -706,4 +706,4 @@ def test_refused_primitives_say_which_and_why(name):
     closed = jex.ClosedJaxpr(jex.Jaxpr([], [x], [y], [eqn], debug_info=body.jaxpr.debug_info), [])
     with pytest.raises(RetypeError, match=re.escape(repr(name))) as err:
         retyped(closed, jnp.float64)
-    assert precision._REFUSED[name] in str(err.value)
+    assert _rerun_rules.REFUSED[name] in str(err.value)
