@@ -38,8 +38,7 @@ def as_input(x: Any) -> Any:
     """A batch of inputs: one array, or a pytree of arrays sharing the leading batch axis."""
     if isinstance(x, jax.Array | np.ndarray) or np.isscalar(x):
         x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(f"x has dtype {x.dtype}; pass floating inputs, e.g. x.astype(jnp.float32)")
+        _numeric("x", x)
         if x.ndim < 1 or x.shape[0] == 0:
             raise ValueError(f"x must have a leading batch axis with at least one example, got shape {x.shape}")
         return x
@@ -52,6 +51,7 @@ def as_input(x: Any) -> Any:
         if not isinstance(leaf, jax.Array | np.ndarray | numbers.Number):
             raise TypeError(f"{name} is a {type(leaf).__name__}; every leaf of x must be an array")
         leaf = jnp.asarray(leaf)
+        _numeric(name, leaf)
         if leaf.ndim < 1 or leaf.shape[0] == 0:
             raise ValueError(f"{name} has shape {leaf.shape}; every leaf of x needs a leading batch axis")
         leaves.append((name, leaf))
@@ -62,9 +62,16 @@ def as_input(x: Any) -> Any:
                 f"{name} has {leaf.shape[0]} examples but {leaves[0][0]} has {n}: every leaf of x needs the same "
                 "batch axis first"
             )
-    if not any(jnp.issubdtype(leaf.dtype, jnp.inexact) for _, leaf in leaves):
-        raise TypeError("x has no floating leaf; pass floating inputs, e.g. x.astype(jnp.float32)")
     return jax.tree.unflatten(jax.tree.structure(x), [leaf for _, leaf in leaves])
+
+
+def _numeric(name: str, x: jax.Array) -> None:
+    """Floating, integer (token ids, indices) or boolean (masks) inputs; anything else in one line.
+    Integer inputs are moved by the action exactly; f's floating outputs are what is measured."""
+    if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_) or jnp.issubdtype(
+        x.dtype, jax.dtypes.extended
+    ):
+        raise TypeError(f"{name} has dtype {x.dtype}; pass numeric inputs (floats, or integer ids and indices)")
 
 
 def as_images(x: Any) -> jax.Array:

@@ -98,7 +98,9 @@ def _measure(
         raise ValueError("x contains NaN or inf; check equivariance on finite inputs")
     n = batch_size(x)
     x_leaves = jax.tree.leaves(x)
-    dtype = str(x_leaves[0].dtype)
+    floats = [leaf.dtype for leaf in x_leaves if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    # The precision x is given in; for integer inputs (token ids, indices), the program's own.
+    dtype = str(floats[0] if floats else np.dtype(jnp.finfo(np.float64 if f64 else np.float32).dtype))
     size = int(sum(np.prod(np.shape(leaf)[1:]) for leaf in x_leaves))
     y_parts = _parts(y, program.kernel.each_output)
     base = []

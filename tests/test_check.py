@@ -409,9 +409,21 @@ def test_non_traceable_f():
         equivax.check(f, images(), groups.translations(8, 8))
 
 
+def test_integer_inputs_are_moved_exactly_and_their_outputs_measured():
+    """Token ids through an embedding: a bag of tokens is invariant under permutations."""
+    table = jnp.asarray(np.random.default_rng(0).normal(size=(50, 8)), jnp.float32)
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, 50, size=(3, 6)), jnp.int32)
+    bag = lambda t: jnp.tanh(jnp.tanh(table[t]).sum(1))  # noqa: E731
+    perms = equivax.sets.sampled_permutations(6, 5)
+    result = equivax.check(bag, tokens, perms, equivax.sets.permutation(1), actions.trivial())
+    assert result.ok and "undecided" not in result.verdicts, result.summary()
+    first = lambda t: jnp.tanh(table[t[:, 0]])  # noqa: E731 - the first token is not a bag's
+    assert not equivax.check(first, tokens, perms, equivax.sets.permutation(1), actions.trivial()).ok
+
+
 def test_mismatched_dtypes():
-    with pytest.raises(TypeError, match="dtype int32"):
-        equivax.check(jnp.tanh, jnp.ones((1, 4, 4, 1), jnp.int32), groups.translations(4, 4))
+    with pytest.raises(TypeError, match="pass numeric inputs"):
+        equivax.check(lambda k: jnp.ones((1, 2)), jax.random.split(jax.random.key(0), 1), C4)
     with pytest.raises(TypeError, match="returned dtype float16"):
         equivax.check(jnp.tanh, images(), C4, out_action=lambda g, y: y.astype(jnp.float16))
     with pytest.raises(TypeError, match="floating outputs"):
