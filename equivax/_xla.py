@@ -1,11 +1,13 @@
 """``jax.jit`` for the programs equivax compiles itself, with XLA options chosen for them.
 
 On CPU, XLA compiles one kernel per fusion, and a check's program has many small ones (moving
-inputs and outputs, statistics). XLA's loop emitters compile them in 15–45% less time than its
-newer fusion emitters, and the programs run as fast or faster: measured side by side on the
-check programs of benchmarks/first_verdict.py (benchmarks/README.md). The options apply to
-equivax's programs only, never to the user's own ``jax.jit``; an option the user sets in
-``XLA_FLAGS`` is left to them, and one this XLA does not know is dropped.
+inputs and outputs, statistics). XLA's loop emitters compile them faster than its newer fusion
+emitters, and the programs run as fast or faster. Measured on the check programs of
+benchmarks/first_verdict.py, each compiled alone: half the time at backend optimisation level 0
+(the test suite's), 10–30% less at XLA's default level, which is within the noise of a whole
+first verdict (benchmarks/README.md). The options apply to equivax's programs only, never to
+the user's own ``jax.jit``; an option the user sets in ``XLA_FLAGS`` is left to them, and one
+this XLA does not know is dropped.
 """
 
 from __future__ import annotations
