@@ -238,16 +238,7 @@ class _Retyper:
             self._pinned(eqn, invars, env, out)
         elif name in PRIMAL and PRIMAL[name] in eqn.params:
             program = self.closed(_as_closed(eqn.params[PRIMAL[name]]))
-            outvars = [self._var(v, env) for v in eqn.outvars]
-            out.append(
-                eqn.replace(
-                    invars=invars,
-                    outvars=outvars,
-                    primitive=jprims.closed_call_p,
-                    params={"call_jaxpr": program},
-                    effects=_renamed(eqn.effects, env),
-                )
-            )
+            self._call(eqn, invars, env, out, program, _renamed(eqn.effects, env))
         else:
             if name not in REBOUND and _holds_programs(eqn.params):
                 raise RetypeError(
@@ -269,17 +260,14 @@ class _Retyper:
             params["body_nconsts"],
         )
         specs = [jax.ShapeDtypeStruct(a.aval.shape, a.aval.dtype) for a in invars]
-        program = jax.make_jaxpr(loop)(*specs)
-        outvars = [self._var(v, env) for v in eqn.outvars]
-        out.append(
-            eqn.replace(
-                invars=invars,
-                outvars=outvars,
-                primitive=jprims.closed_call_p,
-                params={"call_jaxpr": program},
-                effects=jex.no_effects,
-            )
-        )
+        self._call(eqn, invars, env, out, jax.make_jaxpr(loop)(*specs), jex.no_effects)
+
+    def _call(self, eqn: Any, invars: list, env: dict, out: list, program: Any, effects: Any) -> None:
+        """``eqn`` replaced by a call of ``program`` (a closed jaxpr taking its inputs)."""
+        outs = [self._var(v, env) for v in eqn.outvars]
+        params = {"call_jaxpr": program}
+        call = eqn.replace(invars=invars, outvars=outs, primitive=jprims.closed_call_p, params=params, effects=effects)
+        out.append(call)
 
     def _alias(self, eqn: Any, invars: list, env: dict, out: list) -> None:
         """Pass the operand through (converted if its retyped type differs from the result's)."""
