@@ -327,4 +327,4 @@ class Program:
         values = [*consts, *jax.tree.leaves(params), elements]
         found = [eps(_dtype_of(v)) for v in values if _is_float(_dtype_of(v))]
         found = [e for e in found if e > eps(np.float64)]
-        return max(found, default=self.literal_eps) if found else self.literal_eps
+        return max([*found, self.literal_eps])
