@@ -41,6 +41,7 @@ class Carried:
     stride: int = 1
     layout: str | None = None
     pixel: bool = False  # one pixel (a global pool with kept axes): every shift acts trivially
+    channels_first: bool = False  # an image laid out (N, C, H, W)
 
     @property
     def label(self) -> str:
@@ -54,7 +55,7 @@ class Carried:
             if self.pixel:
                 return OnePixelRegular(points, self.layout)
             return actions_lib.RegularAction(points, self.stride, self.layout)
-        return actions_lib.image(self.stride)
+        return actions_lib.image(self.stride, channels_first=self.channels_first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,41 +89,70 @@ def carried_by(action: Any) -> Carried | None:
         layout = {POINT_C4: "p4", POINT_D4: "p4m"}.get(tuple(action.points))
         return None if layout is None else Carried("regular", action.stride, layout)
     if isinstance(action, actions_lib.ImageAction):
-        return Carried("image", action.stride)
+        return Carried("image", action.stride, channels_first=action.channels_first)
     if isinstance(action, actions_lib.TrivialAction):
         return Carried("invariant")
     return None
 
 
-def _ratio(before: tuple[int, ...], after: tuple[int, ...]) -> int | None:
+def _ratio(before: tuple[int, int], after: tuple[int, int]) -> int | None:
     """Subsampling factor between two spatial sizes, or None when it is not a whole number."""
-    if len(before) < 3 or len(after) < 3:
-        return None
-    (h0, w0), (h1, w1) = before[1:3], after[1:3]
+    (h0, w0), (h1, w1) = before, after
     if h1 == 0 or w1 == 0 or h0 % h1 or w0 % w1 or h0 // h1 != w0 // w1:
         return None
     return h0 // h1
 
 
+def _hw(shape: tuple[int, ...], channels_first: bool) -> tuple[int, int] | None:
+    """The spatial size of a batch of images laid out NHWC (axes 1, 2) or NCHW (the last two)."""
+    if len(shape) < 3:
+        return None
+    return (shape[-2], shape[-1]) if channels_first else (shape[1], shape[2])
+
+
 def spatial(carried: Carried, before: tuple[int, ...], after: tuple[int, ...]) -> Carried | None:
     """The action of an array of shape ``after`` computed from one of shape ``before`` carrying
     ``carried``, when its shape says it is spatial (same shape, an image or group feature map at a
-    whole-number subsampling, or one pixel); ``None`` otherwise."""
+    whole-number subsampling, or one pixel); ``None`` otherwise.
+
+    A 4-D ``after`` is read in the layout of ``before`` first, then in the other one: an Equinox
+    model vmapped over an NHWC batch transposes each image to ``(C, H, W)``, and its intermediates
+    are ``(N, C, H, W)`` images of the same symmetry.
+    """
     if carried.kind == "invariant":
         return carried
     if after == before:
         return carried
-    if len(after) in (4, 5) and len(before) >= 3 and tuple(after[1:3]) == (1, 1):  # every shift acts trivially
+    size = _hw(before, carried.channels_first)
+    if size is None:
+        return None
+    for channels_first in (carried.channels_first, not carried.channels_first):
+        if channels_first and len(after) != 4:
+            continue
+        found = _read(carried, size, before[0], after, channels_first)
+        if found is not None:
+            return found
+    return None
+
+
+def _read(
+    carried: Carried, size: tuple[int, int], batch: int, after: tuple[int, ...], channels_first: bool
+) -> Carried | None:
+    hw = _hw(after, channels_first)
+    if len(after) not in (4, 5) or hw is None:
+        return None
+    if hw == (1, 1):  # one pixel: every shift acts trivially
         if len(after) == 4:
-            return Carried("image", pixel=True)
+            return Carried("image", pixel=True, channels_first=channels_first)
         if after[3] in _LAYOUTS:
             return Carried("regular", 1, _LAYOUTS[after[3]][0], pixel=True)
-    ratio = _ratio(before, after)
-    if ratio is None or after[0] != before[0]:
+        return None
+    ratio = _ratio(size, hw)
+    if ratio is None or after[0] != batch:
         return None
     if len(after) == 4:
-        return Carried("image", carried.stride * ratio)
-    if len(after) == 5 and after[3] in _LAYOUTS:
+        return Carried("image", carried.stride * ratio, channels_first=channels_first)
+    if after[3] in _LAYOUTS:
         return Carried("regular", carried.stride * ratio, _LAYOUTS[after[3]][0])
     return None
 

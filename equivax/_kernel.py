@@ -184,9 +184,9 @@ def _mapped(fn: Callable[[Any], Any], xs: jax.Array, batch_size: int) -> Packed:
     return Packed(arrays, layouts[-1])
 
 
-def _part_stats(got: jax.Array, want: jax.Array, n: int) -> dict[str, Any]:
+def _part_stats(got: jax.Array, want: jax.Array, n: int, act: Any) -> dict[str, Any]:
     stats = element_stats(got, want, n)
-    stats["map"] = error_map(got, want, batched([want], n))
+    stats["map"] = error_map(got, want, batched([want], n), bool(getattr(act, "channels_first", False)))
     return stats
 
 
@@ -229,7 +229,7 @@ def _grouped_parts(
         stacked = jnp.stack([base[i] for i in members])
         want = jax.vmap(lambda leaf, act=act: _acting(act, g, leaf, "out_action"))(stacked)
         same_layout(stacked, want, "out_action(g, f(x))", "f(x) has")
-        stats = jax.vmap(lambda a, b: _part_stats(a, b, n))(jnp.stack([got[i] for i in members]), want)
+        stats = jax.vmap(lambda a, b, act=act: _part_stats(a, b, n, act))(jnp.stack([got[i] for i in members]), want)
         measured.append({"stacked": stats, "defined": in_defined & actions_lib.is_defined(act, g)})
     return Grouped(tuple(measured), tuple(tuple(members) for _, members in groups))
 
@@ -297,9 +297,8 @@ class Kernel:
             for a, b, (act, _) in zip(
                 jax.tree.leaves(y_g), jax.tree.leaves(target), _part_actions(self.out_action, y), strict=True
             ):
-                stats = element_stats(a, b, n)
+                stats = _part_stats(a, b, n, act)
                 stats["defined"] = in_defined & actions_lib.is_defined(act, g)
-                stats["map"] = error_map(a, b, batched([b], n))
                 parts.append(stats)
             return tuple(parts)
 

@@ -18,6 +18,7 @@ any report.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import time
@@ -332,7 +333,7 @@ def _choose(
         elif op.pointwise and any(j in chosen and ops[j].shape == op.shape for j in op.inputs):
             continue
         else:
-            act, label = _inner_action(start, in_action, x, op.shape)
+            act, label = _inner_action(start, in_action, x, op.shape, lambda i=i: _pooled(ops, i, tuple(x.shape)))
             if act is None:
                 continue
         chosen.append(i)
@@ -344,6 +345,31 @@ def _choose(
             actions.append(act)
             labels.append(label)
     return chosen, actions, labels
+
+
+#: Primitives that pool over the spatial axes (a global pool keeps one pixel), and those that carry
+#: a pooled value unchanged in meaning (kept axes, casts).
+_POOLS = frozenset("reduce_sum reduce_max reduce_min reduce_prod reduce_window_sum reduce_window_max".split())
+_CARRY = frozenset("reshape broadcast_in_dim squeeze expand_dims convert_element_type copy".split())
+
+
+def _pooled(ops: list[_Op], index: int, x_shape: tuple[int, ...]) -> bool:
+    """Whether a one-pixel array ``(N, 1, 1, C)`` was pooled over the spatial axes (a mean over axes
+    1 and 2 with kept axes), as opposed to sliced out of an image (one row of a padded image),
+    which the shifts move like any other pixels."""
+    stack, seen = [index], set()
+    while stack:
+        j = stack.pop()
+        if j in seen:
+            continue
+        seen.add(j)
+        op = ops[j]
+        if op.primitive in _POOLS:
+            sources = [ops[k].shape for k in op.inputs if ops[k].depends] or [x_shape]  # none: it reads x
+            return math.prod(sources[0]) > math.prod(op.shape)  # it reduced something
+        if op.primitive in _CARRY or op.pointwise:
+            stack.extend(k for k in op.inputs if ops[k].depends)
+    return False
 
 
 def _merged_orientations(ops: list[_Op]) -> set[int]:
@@ -375,11 +401,13 @@ def _merged_orientations(ops: list[_Op]) -> set[int]:
     return merged
 
 
-def _inner_action(start: Carried | None, in_action: Any, x: jax.Array, shape: tuple[int, ...]) -> tuple[Any, Any]:
+def _inner_action(
+    start: Carried | None, in_action: Any, x: jax.Array, shape: tuple[int, ...], pooled: Callable[[], bool]
+) -> tuple[Any, Any]:
     if start is None:
         return (in_action, ("given", 1, "given")) if tuple(shape) == tuple(x.shape) else (None, None)
     found = spatial(start, tuple(x.shape), tuple(shape))
-    if found is None:
+    if found is None or (found.pixel and not pooled()):  # a one-pixel shape that is a slice, not a pool
         return None, None
     return found.action(), (found.label, found.stride, "inferred")
 

@@ -254,8 +254,28 @@ def check_image_layout(shape: tuple[int, ...], role: str, what: str, size: tuple
         _, c, h, w = shape
         raise ValueError(
             f"{what} acts on NHWC images, but x of shape {shape} looks NCHW ({c} channels of {h}x{w}): "
-            "x.transpose(0, 2, 3, 1)"
+            "pass in_action=actions.image(channels_first=True), or x.transpose(0, 2, 3, 1)"
         )
+
+
+def check_channels_first_layout(
+    shape: tuple[int, ...], role: str, what: str, size: tuple[int, int] | None = None
+) -> None:
+    """Refuse, in one line, an array that is not an NCHW batch: too few axes, or NHWC."""
+    shape = tuple(int(n) for n in shape)
+    subject = _subject(role)
+    if len(shape) < 3:
+        raise ValueError(
+            f"{what} acts on NCHW images (N, C, H, W), but {subject} has shape {shape}; add batch and channel "
+            "axes, e.g. x[None, None]"
+        )
+    if role == "in_action" and len(shape) == 4 and size is not None:
+        _, c, h, w = shape
+        if (h, w) != tuple(size) and (shape[1], shape[2]) == tuple(size):
+            raise ValueError(
+                f"{what} acts on NCHW images, but x of shape {shape} looks NHWC ({w} channels of {c}x{h}): "
+                "pass in_action=actions.image(), or x.transpose(0, 3, 1, 2)"
+            )
 
 
 def _planar_group(group: Any, what: str) -> None:
@@ -313,19 +333,27 @@ def _shape_of(x: Any) -> tuple[int, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class ImageAction:
-    """Shifts, quarter turns and mirrors of the spatial axes (1, 2); shifts divided by ``stride``.
+    """Shifts, quarter turns and mirrors of the spatial axes (1, 2) of NHWC arrays, or of the last two
+    axes with ``channels_first`` (``(N, C, H, W)``, as Equinox and PyTorch-style code lay them out);
+    shifts divided by ``stride``.
 
     Acts leaf by leaf on a pytree; ``defined(g)`` is false for shifts its stride drops.
     """
 
     stride: int = 1
+    channels_first: bool = False
     leafwise: ClassVar[bool] = True
 
     def __call__(self, g: jax.Array, x: jax.Array) -> jax.Array:
         if x.ndim < 3:
+            layout = "(N, C, H, W)" if self.channels_first else "(N, H, W, C)"
             raise ValueError(
-                f"the image action expects an array with spatial axes 1 and 2 (N, H, W, C), got shape {x.shape}"
+                f"the image action expects an array with a batch axis and two spatial axes {layout}, got shape "
+                f"{x.shape}"
             )
+        if self.channels_first:
+            rows, cols = source_pixels(g, x.shape[-2], x.shape[-1], self.stride)
+            return x[..., rows, cols]
         rows, cols = source_pixels(g, x.shape[1], x.shape[2], self.stride)
         return x[:, rows, cols]
 
@@ -333,15 +361,26 @@ class ImageAction:
         g = jnp.asarray(g)
         return (g[0] % self.stride == 0) & (g[1] % self.stride == 0)
 
+    def spatial_last(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``shape`` with the spatial axes at positions 1 and 2 (NHWC), as the layout checks read it."""
+        if not self.channels_first or len(shape) < 3:
+            return tuple(shape)
+        return (shape[0], shape[-2], shape[-1], *shape[1:-2])
+
     def validate(self, group: Any, x: Any, role: str) -> None:
-        """Refuse, in one line: a non-planar group, an array that is not an NHWC batch, a size the group
-        does not act on (divided by the stride), a non-square image under quarter turns."""
+        """Refuse, in one line: a non-planar group, an array that is not an NHWC batch (NCHW with
+        ``channels_first``), a size the group does not act on (divided by the stride), a non-square
+        image under quarter turns."""
         what = "image()" if self.stride == 1 else f"strided({self.stride})"
         _planar_group(group, what)
         shape = _shape_of(x)
         size = None if group.shape is None else (group.shape[0] // self.stride, group.shape[1] // self.stride)
-        check_image_layout(shape, role, what, size)
-        _check_spatial_fit(group, shape, role, self.stride, what)
+        if self.channels_first:
+            what = "image(" + ("" if self.stride == 1 else f"stride={self.stride}, ") + "channels_first=True)"
+            check_channels_first_layout(shape, role, what, size)
+        else:
+            check_image_layout(shape, role, what, size)
+        _check_spatial_fit(group, self.spatial_last(shape), role, self.stride, what)
 
 
 @dataclasses.dataclass(frozen=True)

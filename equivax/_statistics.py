@@ -89,9 +89,10 @@ def element_stats(got: Any, want: Any, n: int) -> dict[str, jax.Array]:
     return {"rel": rel, "abs_half": half[where], "where": where, "finite": finite}
 
 
-def error_map(got: jax.Array, want: jax.Array, is_batched: bool) -> jax.Array | None:
+def error_map(got: jax.Array, want: jax.Array, is_batched: bool, channels_first: bool = False) -> jax.Array | None:
     """Largest ``|f(g·x) − g·f(x)|`` at each position of a spatial output, over examples and
-    channels: a ``(H, W)`` map (``None`` for outputs without two spatial axes)."""
+    channels: a ``(H, W)`` map (``None`` for outputs without two spatial axes). The spatial axes
+    are 1 and 2 after the batch axis, or the last two with ``channels_first``."""
     spatial = got.ndim - (1 if is_batched else 0)
     if spatial < 2:
         return None
@@ -99,6 +100,8 @@ def error_map(got: jax.Array, want: jax.Array, is_batched: bool) -> jax.Array | 
     diff = jnp.where(jnp.isfinite(diff), diff, 0)
     if not is_batched:
         diff = diff[None]
+    if channels_first:
+        diff = jnp.moveaxis(diff, (-2, -1), (1, 2))
     return jnp.max(diff, axis=(0, *range(3, diff.ndim)))
 
 

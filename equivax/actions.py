@@ -2,8 +2,9 @@
 
 An action is any callable with that signature (the ``Action`` protocol); one ``jax.vmap`` over
 the elements of a group then transforms a whole batch of inputs at once. The built-ins act on
-arrays laid out as NHWC images (spatial axes 1 and 2) or as ``(N, H, W, |K|, C)`` group feature
-maps, with planar elements ``(dy, dx, k, m)`` as described in ``equivax.groups``.
+arrays laid out as NHWC images (spatial axes 1 and 2; NCHW with ``image(channels_first=True)``)
+or as ``(N, H, W, |K|, C)`` group feature maps, with planar elements ``(dy, dx, k, m)`` as
+described in ``equivax.groups``.
 
 Besides ``__call__``, an action may define optional members. Read them through the module
 functions here, never directly, so that a plain function stays a valid action:
@@ -156,11 +157,13 @@ def _check_stride(stride: int) -> int:
     return int(stride)
 
 
-def image(stride: int = 1) -> ImageAction:
-    """The natural action of a planar group on NHWC images.
+def image(stride: int = 1, *, channels_first: bool = False) -> ImageAction:
+    """The natural action of a planar group on NHWC images (NCHW with ``channels_first=True``).
 
     With ``stride = s`` the action is the one carried by an output subsampled by ``s``: a shift by
     ``t`` acts as a shift by ``t / s``, and shifts not divisible by ``s`` are outside its domain.
+    With ``channels_first`` the spatial axes are the last two, ``(N, C, H, W)``: Equinox and
+    PyTorch-style models.
 
     Examples:
       >>> import jax.numpy as jnp, equivax
@@ -168,8 +171,13 @@ def image(stride: int = 1) -> ImageAction:
       >>> act = equivax.actions.image()
       >>> bool(jnp.all(act(jnp.array([0, 0, 1, 0]), x) == jnp.rot90(x, 1, axes=(1, 2))))
       True
+      >>> nchw, g = equivax.actions.image(channels_first=True), jnp.array([0, 0, 1, 0])
+      >>> bool(jnp.all(nchw(g, x.transpose(0, 3, 1, 2)) == act(g, x).transpose(0, 3, 1, 2)))
+      True
     """
-    return ImageAction(_check_stride(stride))
+    if not isinstance(channels_first, bool):
+        raise TypeError(f"channels_first must be True or False, got {channels_first!r}")
+    return ImageAction(_check_stride(stride), channels_first)
 
 
 def strided(stride: int) -> ImageAction:

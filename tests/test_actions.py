@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import equivax
 from equivax import actions, continuous, groups
 
 P4M = groups.p4m(6)
@@ -241,3 +242,43 @@ def test_law_errors_trace_under_jit():
     assert errors.shape == (3,) and float(identity) == 0 and float(jnp.max(errors)) == 0
     assert len(actions.probe_elements(groups.finite([np.eye(2)]))[1]) == 0  # nothing to pair in {e}
     actions.probe(lambda g, x: x + 0 * g.sum(), groups.finite([np.eye(2)]), feature_map((1, 3)))  # only act(e, x) = x
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_channels_first_image_action_is_the_transposed_nhwc_action(stride):
+    group = groups.p4m(8)
+    nhwc, nchw = actions.image(stride), actions.image(stride, channels_first=True)
+    x = jax.random.normal(jax.random.key(0), (2, 8 // stride, 8 // stride, 3))
+    for g in np.asarray(group.elements)[:: max(1, len(group) // 40)]:
+        want = nhwc(jnp.asarray(g), x).transpose(0, 3, 1, 2)
+        assert np.array_equal(np.asarray(nchw(jnp.asarray(g), x.transpose(0, 3, 1, 2))), np.asarray(want))
+        assert bool(nchw.defined(jnp.asarray(g))) == bool(nhwc.defined(jnp.asarray(g)))
+    assert actions.image(channels_first=True) == actions.image(channels_first=True)
+    assert actions.image(channels_first=True) != actions.image()
+
+
+def test_channels_first_inputs_are_checked_and_wrong_layouts_refused_in_one_line():
+    w = jax.random.normal(jax.random.key(1), (2, 3, 3, 3))
+
+    def circular(x):  # (N, C, H, W), as Equinox and PyTorch-style code lay images out
+        x = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="wrap")
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+    def zero_padded(x):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+    shifts = groups.translations(8, 6)
+    act = actions.image(channels_first=True)
+    x = jax.random.normal(jax.random.key(0), (2, 3, 8, 6))
+    result = equivax.check(circular, x, shifts, act, act)
+    assert result.ok and not equivax.check(zero_padded, x, shifts, act, act).ok
+    found = equivax.report(zero_padded, x, shifts, act, act, by="operation")
+    (maps,) = [layer.result.error_maps for layer in found.layers if layer.shape == (2, 2, 8, 6)]
+    assert maps.shape[1:] == (8, 6) and maps.max() > 0  # one (H, W) map per element
+    with pytest.raises(ValueError, match=r"channels_first=True\)") as err:
+        equivax.check(circular, x.transpose(0, 2, 3, 1), shifts, act, act)  # NHWC given to the NCHW action
+    assert "\n" not in str(err.value) and "looks NHWC" in str(err.value)
+    with pytest.raises(ValueError, match=r"actions.image\(channels_first=True\)"):
+        equivax.check(circular, x, shifts)  # NCHW given to the default NHWC action
+    with pytest.raises(TypeError, match="channels_first must be True or False"):
+        actions.image(channels_first="yes")

@@ -194,3 +194,49 @@ def test_the_command_line_localises_by_operation(tmp_path, monkeypatch, capsys):
     assert cli.main([*args, "--format", "markdown"]) == 1
     text = capsys.readouterr().out
     assert "first broken operation" in text and "biased_model.py:6 (model)" in text
+
+
+# Channels-first code: an Equinox-style model vmapped over an NHWC batch works on (C, H, W) images.
+
+
+def conv_chw(h, w, padding):
+    return jax.lax.conv_general_dilated(h[None], w, (1, 1), padding, dimension_numbers=("NCHW", "OIHW", "NCHW"))[0]
+
+
+W1, W2 = jax.random.normal(jax.random.key(2), (4, 1, 3, 3)), jax.random.normal(jax.random.key(3), (4, 4, 3, 3))
+
+
+def per_image_net(x):
+    def one(img):
+        h = img.transpose(2, 0, 1)
+        h = jnp.pad(h, ((0, 0), (1, 1), (1, 1)), mode="wrap")
+        h = jax.nn.relu(conv_chw(h, W1, "VALID"))  # planted: chw circular
+        h = conv_chw(h, W2, "SAME")  # planted: chw zero
+        return h.transpose(1, 2, 0)
+
+    return jax.vmap(one)(x)
+
+
+def test_channels_first_intermediates_inside_vmap_are_checked_and_the_zero_padded_conv_is_named():
+    found = localize(per_image_net, images(), SHIFTS)
+    checked = {layer.name.split(" ", 1)[1]: layer for layer in found.layers}
+    assert any(layer.shape == (2, 4, 8, 8) and layer.output == "image" for layer in found.layers)
+    layer = found.layers[found.first_broken_index("shift(0,1)")]
+    assert line_of("chw zero") in layer.where, found.explain("shift(0,1)")
+    assert all(found.first_broken_index(label) == found.layers.index(layer) for label in found.labels)
+    # the circular conv before it holds, and the rows of the wrap-padded image are not taken for pixels
+    assert any(line_of("chw circular") in (lay.where or "") and lay.result.ok for lay in found.layers)
+    assert "slice" not in checked and "concatenate" not in checked
+
+
+def test_a_one_pixel_slice_of_an_image_is_not_checked_as_a_pooled_pixel():
+    def first_row_then_mean(x):
+        row = x[:, :1, :1, :]  # planted: corner
+        return jnp.tanh(row) + jnp.mean(x, axis=(1, 2), keepdims=True)
+
+    found = localize(first_row_then_mean, images((2, 8, 8, 3)), SHIFTS)
+    names = [layer.name for layer in found.layers]
+    assert not any(layer.where and line_of("corner") in layer.where for layer in found.layers), names
+    assert found.layers[-1].result.verdicts == ("broken",) * 3  # the corner pixel moves under every shift
+    pooled = localize(lambda x: jnp.tanh(jnp.mean(x, axis=(1, 2), keepdims=True)), images(), SHIFTS)
+    assert len(pooled.layers) >= 2 and all(layer.result.ok for layer in pooled.layers)
