@@ -104,10 +104,14 @@ def _check_outputs(y: Any) -> Any:
     for leaf in jax.tree.leaves(y):
         if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
             raise TypeError(f"f returned a {type(leaf).__name__} leaf; f must return jax arrays (or a pytree of them)")
-        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+        if not (
+            jnp.issubdtype(leaf.dtype, jnp.inexact)
+            or jnp.issubdtype(leaf.dtype, jnp.integer)
+            or jnp.issubdtype(leaf.dtype, jnp.bool_)
+        ):
             raise TypeError(
-                f"f returned dtype {leaf.dtype}; an equivariance error needs floating outputs: "
-                "return the scores, not e.g. an argmax"
+                f"f returned dtype {leaf.dtype}; f must return numbers (floats, or integer ids and counts, or "
+                "boolean masks)"
             )
     return y
 

@@ -62,7 +62,21 @@ def _relative(xp: Any, got: Any, want: Any) -> Any:
 
 
 def _wide(leaf: jax.Array) -> jax.Array:
-    """Values below float32 (bfloat16, float16, float8) measured in float32: exact, and wide enough."""
+    """Values below float32 (bfloat16, float16, float8) measured in float32: exact, and wide enough.
+
+    Integer and boolean outputs (class ids, counts, masks) are measured as floats without rounding:
+    up to 16 bits directly in float32; wider integers as a high and a low part, each exact (in
+    float32 for 32-bit integers, float64 for 64-bit ones), so two different integers never compare
+    equal, however large."""
+    if jnp.issubdtype(leaf.dtype, jnp.bool_) or (
+        jnp.issubdtype(leaf.dtype, jnp.integer) and jnp.iinfo(leaf.dtype).bits <= 16
+    ):
+        return leaf.astype(jnp.float32)
+    if jnp.issubdtype(leaf.dtype, jnp.integer):
+        bits = jnp.iinfo(leaf.dtype).bits
+        low_bits, to = (12, jnp.float32) if bits <= 32 else (26, jnp.float64)
+        high, low = leaf >> low_bits, leaf & ((1 << low_bits) - 1)
+        return jnp.stack([high.astype(to), low.astype(to)], axis=-1)
     if jnp.finfo(leaf.dtype).bits < 32:
         return leaf.astype(jnp.complex64 if jnp.iscomplexobj(leaf) else jnp.float32)
     return leaf
@@ -96,6 +110,8 @@ def error_map(got: jax.Array, want: jax.Array, is_batched: bool, channels_first:
     spatial = got.ndim - (1 if is_batched else 0)
     if spatial < 2:
         return None
+    if not jnp.issubdtype(got.dtype, jnp.inexact):  # integers: no wrap-around of unsigned differences
+        got, want = got.astype(jnp.float32), want.astype(jnp.float32)
     diff = jnp.abs(got - want)
     diff = jnp.where(jnp.isfinite(diff), diff, 0)
     if not is_batched:
@@ -107,6 +123,8 @@ def error_map(got: jax.Array, want: jax.Array, is_batched: bool, channels_first:
 
 def _host(leaf: Any) -> np.ndarray:
     leaf = np.asarray(leaf)
+    if leaf.dtype.kind in "iu" and leaf.dtype.itemsize == 8:  # exact halves, as traced (``_wide``)
+        return np.stack([(leaf >> 26).astype(np.float64), (leaf & (2**26 - 1)).astype(np.float64)], axis=-1)
     return leaf.astype(np.complex128 if np.iscomplexobj(leaf) else np.float64)
 
 

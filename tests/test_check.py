@@ -426,8 +426,39 @@ def test_mismatched_dtypes():
         equivax.check(lambda k: jnp.ones((1, 2)), jax.random.split(jax.random.key(0), 1), C4)
     with pytest.raises(TypeError, match="returned dtype float16"):
         equivax.check(jnp.tanh, images(), C4, out_action=lambda g, y: y.astype(jnp.float16))
-    with pytest.raises(TypeError, match="floating outputs"):
-        equivax.check(lambda x: jnp.argmax(x, axis=-1), images(), C4)
+    with pytest.raises(TypeError, match="f must return numbers"):  # a PRNG key array is not a number
+        equivax.check(lambda x: jax.random.split(jax.random.key(0), x.shape[0]), images(), C4)
+
+
+def test_integer_and_boolean_outputs_are_compared_exactly():
+    """Class ids beside logits, per-pixel labels, masks and large counts: integers are measured
+    without rounding (two different integers never compare equal, however large)."""
+    table = jax.random.normal(jax.random.key(1), (4, 5))
+    nodes = jax.random.normal(jax.random.key(0), (3, 6, 4))
+    perms, on_nodes = equivax.sets.sampled_permutations(6, 8), equivax.sets.permutation(1)
+    both = actions.tree((actions.trivial(), actions.trivial()))
+
+    def classify(x):
+        logits = jnp.tanh(x @ table).sum(1)
+        return logits, jnp.argmax(logits, -1)
+
+    assert equivax.check(classify, nodes, perms, on_nodes, both).ok
+    positional = lambda x: jnp.argmax((jnp.tanh(x @ table) * jnp.arange(6.0)[:, None]).sum(1), -1)  # noqa: E731
+    assert "broken" in equivax.check(positional, nodes, perms, on_nodes, actions.trivial()).verdicts
+    big = jnp.int32(2**27)  # float32 cannot tell 2**27 from 2**27 + 1
+    count = lambda x: big + jnp.argmax(x.sum(1), -1).astype(jnp.int32)  # noqa: E731
+    assert equivax.check(count, nodes, perms, on_nodes, actions.trivial()).ok
+    off_by_one = lambda x: big + (x[:, 0, 0] > x[:, 1, 0]).astype(jnp.int32)  # noqa: E731
+    result = equivax.check(off_by_one, nodes, perms, on_nodes, actions.trivial())
+    moved = [off_by_one(on_nodes(jnp.asarray(p), nodes)) for p in result.elements]
+    flips = [bool(jnp.any(y != off_by_one(nodes))) for y in moved]
+    assert [v == "broken" for v in result.verdicts] == flips and any(flips)
+    masks = equivax.check(lambda x: x[..., 0] > 0, nodes, perms, on_nodes, on_nodes)
+    assert masks.ok and set(masks.methods) == {"exact"}
+    x = images()
+    assert equivax.check(lambda x: jnp.argmax(jnp.tanh(x), -1).astype(jnp.uint8), x, C4).ok
+    tilted = lambda x: jnp.argmax(jnp.tanh(x) + 0.3 * jnp.arange(8.0)[:, None] * jnp.arange(3.0), -1)  # noqa: E731
+    assert not equivax.check(tilted, x, C4).ok
 
 
 def test_nonfinite_input_and_missing_action():
