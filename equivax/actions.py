@@ -129,7 +129,7 @@ def validate(action: Action, group: Group, x: Any, role: str) -> None:
       >>> validate(image(), equivax.groups.flips(), x, "in_action")
       Traceback (most recent call last):
       ...
-      ValueError: image() acts on NHWC images, but x of shape (8, 3, 32, 32) looks NCHW ...: x.transpose(0, 2, 3, 1)
+      ValueError: image() acts on NHWC images, but x of shape (8, 3, 32, 32) looks NCHW ...x.transpose(0, 2, 3, 1)
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
