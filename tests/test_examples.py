@@ -66,6 +66,8 @@ def test_claims_example_measures_every_claim_quickly(tmp_path):
         "1",
         "--repeats",
         "2",
+        "--probe",
+        "2",
         "--out",
         str(out),
     )
