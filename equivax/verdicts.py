@@ -14,7 +14,9 @@ The rule, per element ``e`` and example ``b`` (hi: the float64 run, lo: the lowe
    ``predicted_b = max(rounding_b · eps64 / eps_lo, sensitivity_b)`` is the float64 rounding this
    example's computation is measured to amplify. An example whose floor reaches 1 is
    *uninformative* (its output is rounding: a blank frame through a normalisation) and is set
-   aside, never widening the others' floors.
+   aside, never widening the others' floors. Each element's floor is raised to its own
+   lower-precision error scaled to float64 (``margin · rel_lo · eps64 / eps_lo``) where that is
+   higher: rounding scales with the precision, structure does not.
 4. Evidence of structure is ``rel_hi[e, b] > floor_b`` on an informative example. Evidence the
    lower precision does not echo (``rel_hi ≫ rel_lo + rounding``) means the two runs took
    different paths (a precision-dependent branch): it is not used to call an element broken.
@@ -174,6 +176,17 @@ def _floors(m: Measurements) -> tuple[np.ndarray, np.ndarray]:
     return floors, np.isfinite(floors) & (floors < UNINFORMATIVE_FLOOR)
 
 
+def _own_floors(m: Measurements, lo: np.ndarray) -> np.ndarray:
+    """An element's own floors: its lower-precision error scaled to float64, with the margin. Rounding
+    scales with the precision and structure does not, so a float64 error at the lower precision's
+    error times ``eps64 / eps_lo`` is that element's rounding, whatever f(x)'s rounding predicted: an
+    input on which f computes exactly (integer coordinates, a grid) has no rounding to measure,
+    while its rotations do. Structure is lost only below ``margin · eps64 / eps_lo`` (2e-6 for float32)
+    of the element's own lower-precision error."""
+    eps_lo = float(np.finfo(np.float32).eps) if m.f64 else m.eps
+    return (MARGIN64 if m.f64 else SAFETY) * np.asarray(lo, np.float64) * _EPS64 / eps_lo
+
+
 def decide(m: Measurements, rtol: float | None = None, atol: float | None = None) -> Decision:
     """Verdicts for every element of one output part, from measurements alone."""
     n_el = len(m.abs_error)
@@ -246,14 +259,16 @@ def decide(m: Measurements, rtol: float | None = None, atol: float | None = None
             continue
         hi, lo = rel_hi[i], rel_lo[i]
         rel64[i] = _max(hi, informative)
-        evidence = informative & (hi > floors)
+        own = _own_floors(m, lo)
+        floors_i = np.fmax(floors, own)  # an input f(x) rounds exactly (integers) says little about g·x
+        evidence = informative & (hi > floors_i)
         diverged = np.zeros_like(evidence)
         if not m.f64:
             diverged = evidence & (hi > DIVERGENCE * (lo + np.asarray(m.rounding) + m.eps))
         clean = evidence & ~diverged
-        ratio = np.where(informative, hi / floors, -np.inf)
+        ratio = np.where(informative, hi / floors_i, -np.inf)
         decisive = int(np.argmax(np.where(clean, ratio, -np.inf))) if clean.any() else int(np.argmax(ratio))
-        floor_out[i] = floors[decisive]
+        floor_out[i] = floors_i[decisive]
         if clean.any():
             value = float(hi[decisive])
             resolution = 0.0
@@ -274,7 +289,7 @@ def decide(m: Measurements, rtol: float | None = None, atol: float | None = None
                     "(interpolation is not an exact group action on a pixel grid)"
                 )
             else:
-                reasons[i] = f"structural: float64 error {value:.1e} stays above the floor {floors[decisive]:.1e}"
+                reasons[i] = f"structural: float64 error {value:.1e} stays above the floor {floors_i[decisive]:.1e}"
                 if resolution > 0:
                     reasons[i] += f" and the resolution {resolution:.1e}"
             continue

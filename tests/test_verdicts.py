@@ -65,7 +65,8 @@ def test_one_uninformative_example_does_not_widen_the_others_floors():
     assert d.verdicts == ("broken",)
     assert d.uninformative == (1,)
     assert any("uninformative" in note for note in d.notes)
-    assert d.noise_floor[0] < 1e-9  # the informative example's floor, not the blank frame's
+    # the informative example's floor (its own float32 error scaled to float64), not the blank frame's
+    assert d.noise_floor[0] < 1e-6
 
 
 def test_every_example_uninformative_is_undecided():
@@ -172,3 +173,38 @@ def test_verdict_order_and_passing():
     assert verdicts.VERDICTS[:2] == ("equivariant", "approximate")
     assert [v for v in verdicts.VERDICTS if verdicts.is_passing(v)] == ["equivariant", "approximate"]
     assert verdicts.rounding_bound("float32", 100) == pytest.approx(64 * EPS32 * 10)
+
+
+def test_an_element_whose_errors_scale_with_the_precision_is_rounding_whatever_f_x_predicted():
+    """f(x) computes exactly on integer coordinates (its rounding reads 1e-15), its rotations do not:
+    a float64 error at the float32 error times eps64/eps32 is that element's rounding; the same
+    float64 error without a float32 one to scale it is structure."""
+    rounding = [1e-15, 1e-15]
+    scaled = decide(measured([[1.4e-3, 9e-4]], rel_other=[[2.0e-12, 1.5e-12]], rounding=rounding))
+    assert scaled.verdicts == ("equivariant",), scaled.reasons
+    structure = decide(measured([[2e-8, 1e-8]], rel_other=[[2.0e-12, 1.5e-12]], rounding=rounding))
+    assert structure.verdicts == ("broken",), structure.reasons
+    hidden = decide(measured([[1.4e-3, 9e-4]], rel_other=[[1e-8, 1.5e-12]], rounding=rounding))
+    assert hidden.verdicts == ("broken",), hidden.reasons  # structure well below float32's own error
+
+
+def test_integer_coordinates_rotated_by_float32_matrices_are_not_broken():
+    """One-pass covariance invariants of voxel coordinates (integers near 100): exact on x in float32,
+    cancelling catastrophically once rotated, in both precisions alike."""
+    import jax.numpy as jnp
+
+    import equivax
+    from equivax import actions, fields, matrix_groups
+
+    def invariants(p):
+        m = p.mean(1)
+        c = jnp.einsum("npi,npj->nij", p, p) / p.shape[1] - m[:, :, None] * m[:, None, :]
+        return jnp.stack([jnp.trace(c, axis1=1, axis2=2), jnp.sum(c * c, (1, 2))], -1)
+
+    voxels = np.random.default_rng(0).integers(-3, 4, (3, 16, 3)) + np.array([100, 60, 180])
+    x = jnp.asarray(voxels, jnp.float32)
+    on_points = fields.channels(fields.vector(3))
+    result = equivax.check(invariants, x, matrix_groups.sampled_so3(8), on_points, actions.trivial())
+    assert result.ok and "broken" not in result.verdicts, result.summary()
+    skewed = lambda p: invariants(p) * (1 + 1e-4 * jnp.tanh(p[:, :1, 0]))  # noqa: E731 - reads one coordinate
+    assert not equivax.check(skewed, x, matrix_groups.sampled_so3(8), on_points, actions.trivial()).ok
