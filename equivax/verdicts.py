@@ -184,7 +184,11 @@ def _own_floors(m: Measurements, lo: np.ndarray) -> np.ndarray:
     while its rotations do. Structure is lost only below ``margin · eps64 / eps_lo`` (2e-6 for float32)
     of the element's own lower-precision error."""
     eps_lo = float(np.finfo(np.float32).eps) if m.f64 else m.eps
-    return (MARGIN64 if m.f64 else SAFETY) * np.asarray(lo, np.float64) * _EPS64 / eps_lo
+    lo = np.asarray(lo, np.float64)
+    own = (MARGIN64 if m.f64 else SAFETY) * lo * _EPS64 / eps_lo
+    return np.where(
+        np.isfinite(lo), own, np.nan
+    )  # an infinite error (a zero row against a non-zero one) scales nothing
 
 
 def decide(m: Measurements, rtol: float | None = None, atol: float | None = None) -> Decision:

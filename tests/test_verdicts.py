@@ -186,6 +186,8 @@ def test_an_element_whose_errors_scale_with_the_precision_is_rounding_whatever_f
     assert structure.verdicts == ("broken",), structure.reasons
     hidden = decide(measured([[1.4e-3, 9e-4]], rel_other=[[1e-8, 1.5e-12]], rounding=rounding))
     assert hidden.verdicts == ("broken",), hidden.reasons  # structure well below float32's own error
+    zero_row = decide(measured([[np.inf, 0.0]], rel_other=[[np.inf, 0.0]], rounding=rounding))
+    assert zero_row.verdicts == ("broken",), zero_row.reasons  # an integer output of zeros against non-zeros
 
 
 def test_integer_coordinates_rotated_by_float32_matrices_are_not_broken():
