@@ -92,6 +92,16 @@ def _acting(action: Any, g: jax.Array, value: Any, role: str) -> Any:
     """``action(g, value)``, with an action that is not traceable named as the culprit (not f)."""
     try:
         return actions_lib.apply(action, g, value)
+    except ValueError as err:  # the action refuses the array: say which one (f's output, not x)
+        text = str(err)
+        if text.startswith(role):
+            raise
+        subject = "f's output" if role == "out_action" else "x"
+        shapes = [tuple(np.shape(leaf)) for leaf in jax.tree.leaves(value)]
+        several = len(shapes) > 1 and not isinstance(action, actions_lib.TreeAction)
+        hint = f"; {subject} holds {len(shapes)} arrays: give each its own action, {role}=(a, b, ...)"
+        hint = hint if several else ""
+        raise ValueError(f"{role} cannot act on {subject} (shapes {shapes}): {text}{hint}") from err
     except TRACER_ERRORS as err:
         raise TypeError(
             f"{role} is not traceable by JAX ({type(err).__name__}): the element g is a traced array inside "

@@ -100,9 +100,10 @@ def _apply(rep: Representation, g: Element, x: jax.Array) -> jax.Array:
 
 def _check_channels(rep: Representation, shape: tuple[int, ...], role: str, what: str) -> None:
     if not shape or shape[-1] != rep.dim:
+        subject = {"out_action": "f's output", "in_action": "x"}.get(role.partition("[")[0], "the array")
         raise ValueError(
-            f"{role}: the {what} representation {rep.name} has {rep.dim} components, but the last axis of x "
-            f"has {shape[-1] if shape else 'no'} channels (shape {shape}): make them equal"
+            f"{role}: the {what} representation {rep.name} has {rep.dim} components, but the last axis of "
+            f"{subject} has {shape[-1] if shape else 'no'} channels (shape {shape}): make them equal"
         )
 
 

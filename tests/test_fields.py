@@ -365,3 +365,22 @@ def test_the_probe_catches_a_representation_that_is_not_one():
     half_turns = fields.function(lambda g: jnp.eye(1) * (-1.0) ** (g[2] // 2), 1)
     with pytest.raises(ValueError, match="not a group action"):
         actions.probe(fields.field(half_turns), groups.p4(4), jnp.ones((1, 4, 4, 1)), pairs=6)
+
+
+def test_an_output_action_that_does_not_fit_names_f_s_output_and_the_fix():
+    """The output action is applied while the check is traced, before any validation could see the
+    output's shape: its refusal must still name f's output (x is fine) in one line."""
+    pos = jax.random.normal(jax.random.key(0), (2, 5, 3))
+    w = jax.random.normal(jax.random.key(1), (3, 14))
+    vec = fields.channels(fields.vector(3))
+    drops_one = lambda p: jnp.tanh(p @ w)  # noqa: E731 - 14 channels where the irreps have 15
+    with pytest.raises(ValueError, match=r"^out_action cannot act on f's output \(shapes \[\(2, 5, 14\)\]\)") as err:
+        irreps = fields.channels(fields.irreps("4x0e+2x1o+1x2e"))
+        equivax.check(drops_one, pos, matrix_groups.sampled_o3(4), vec, irreps)
+    assert "\n" not in str(err.value) and "15 components" in str(err.value)
+    two = lambda p: (2.0 * p, jnp.sum(p**2, -1, keepdims=True) @ w[:1, :6])  # noqa: E731
+    with pytest.raises(ValueError, match=r"holds 2 arrays: give each its own action, out_action=\(a, b, \.\.\.\)"):
+        equivax.check(two, pos, matrix_groups.sampled_so3(4), vec, vec)
+    with pytest.raises(ValueError, match="the last axis of f's output has 3 channels"):
+        output = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)
+        fields.field(fields.vector()).validate(groups.p4m(8), output, "out_action")
