@@ -88,7 +88,8 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_checks_agree_with_one_device_and_are_partitioned():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"}
+    flags = os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0")  # the suite's (conftest.py)
+    env = {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=4"}
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "sharded checks agree" in done.stdout
