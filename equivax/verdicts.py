@@ -182,7 +182,8 @@ def _own_floors(m: Measurements, lo: np.ndarray) -> np.ndarray:
     error times ``eps64 / eps_lo`` is that element's rounding, whatever f(x)'s rounding predicted: an
     input on which f computes exactly (integer coordinates, a grid) has no rounding to measure,
     while its rotations do. Structure is lost only below ``margin · eps64 / eps_lo`` (2e-6 for float32)
-    of the element's own lower-precision error."""
+    of the element's own lower-precision error. An example the lower precision got bit-exact by
+    chance (integer coordinates) takes the element's largest error over the informative examples."""
     eps_lo = float(np.finfo(np.float32).eps) if m.f64 else m.eps
     lo = np.asarray(lo, np.float64)
     own = (MARGIN64 if m.f64 else SAFETY) * lo * _EPS64 / eps_lo
@@ -263,7 +264,7 @@ def decide(m: Measurements, rtol: float | None = None, atol: float | None = None
             continue
         hi, lo = rel_hi[i], rel_lo[i]
         rel64[i] = _max(hi, informative)
-        own = _own_floors(m, lo)
+        own = _own_floors(m, np.where(lo == 0, _max(lo, informative), lo))  # bit-exact in float32: no scale
         floors_i = np.fmax(floors, own)  # an input f(x) rounds exactly (integers) says little about g·x
         evidence = informative & (hi > floors_i)
         diverged = np.zeros_like(evidence)

@@ -186,6 +186,8 @@ def test_an_element_whose_errors_scale_with_the_precision_is_rounding_whatever_f
     assert structure.verdicts == ("broken",), structure.reasons
     hidden = decide(measured([[1.4e-3, 9e-4]], rel_other=[[1e-8, 1.5e-12]], rounding=rounding))
     assert hidden.verdicts == ("broken",), hidden.reasons  # structure well below float32's own error
+    chance = decide(measured([[0.0, 9e-4]], rel_other=[[1.0e-12, 1.5e-12]], rounding=rounding))
+    assert chance.verdicts == ("equivariant",), chance.reasons  # bit-exact in float32 on one example by chance
     zero_row = decide(measured([[np.inf, 0.0]], rel_other=[[np.inf, 0.0]], rounding=rounding))
     assert zero_row.verdicts == ("broken",), zero_row.reasons  # an integer output of zeros against non-zeros
 
@@ -207,6 +209,10 @@ def test_integer_coordinates_rotated_by_float32_matrices_are_not_broken():
     x = jnp.asarray(voxels, jnp.float32)
     on_points = fields.channels(fields.vector(3))
     result = equivax.check(invariants, x, matrix_groups.sampled_so3(8), on_points, actions.trivial())
+    assert result.ok and "broken" not in result.verdicts, result.summary()
+    lattice = jnp.asarray(np.random.default_rng(0).integers(-3, 4, (2, 16, 3)) + np.array([100, -60, 80]), jnp.float32)
+    gyration = lambda p: jnp.mean(jnp.sum(p**2, -1), 1) - jnp.sum(jnp.mean(p, 1) ** 2, -1)  # noqa: E731 - cancels
+    result = equivax.check(gyration, lattice, matrix_groups.sampled_so3(8), on_points, actions.trivial())
     assert result.ok and "broken" not in result.verdicts, result.summary()
     skewed = lambda p: invariants(p) * (1 + 1e-4 * jnp.tanh(p[:, :1, 0]))  # noqa: E731 - reads one coordinate
     assert not equivax.check(skewed, x, matrix_groups.sampled_so3(8), on_points, actions.trivial()).ok
