@@ -3,7 +3,7 @@
 1. The compiled check in f's own precision: per element and example, the relative error.
 2. Only for elements that are measurable and not bit-exact: the same program in the other
    precision (float64, or float32 for a float64 program), which gives each example's rounding.
-3. Where float32 rounding has saturated, or f returns integers (which jump at thresholds): the
+3. Where float32 rounding has saturated, or f jumps at thresholds (integers, floor, argmax): the
    float64 program on x nudged by 4 float64 ulps (the program's own float64 sensitivity, measured).
 4. Only for elements with evidence of structure, and only when the program stores values below
    float64 (parameters, closed-over arrays, floating group elements): two float64 runs with those
@@ -155,9 +155,10 @@ def _measure(
         measured.append(dataclasses.replace(m, rel_other=rel_other, other_finite=other_finite, rounding=rounding))
 
     saturated = any(np.nanmax(np.append(m.rounding, 0)) > SATURATED_ROUNDING for m in measured)
-    # Integer outputs (bins, class ids) jump at thresholds: data on a threshold (distances on a
-    # grid of bin edges) flips under any rounding, in float64 as in float32, and only a nudge shows it.
-    stepped = any(not jnp.issubdtype(np.asarray(leaf).dtype, jnp.inexact) for leaf in jax.tree.leaves(y))
+    # Integer outputs and steps (bins, one-hots, class ids) jump at thresholds: data on a threshold
+    # (distances on a grid of bin edges) flips under any rounding, in float64 as in float32, and
+    # only a nudge of x shows it.
+    stepped = program.steps or any(not jnp.issubdtype(np.asarray(v).dtype, jnp.inexact) for v in jax.tree.leaves(y))
     if saturated or stepped:
         with other_precision():
             y_nudged, _ = program.run_in(np.float64, consts, params, _nudged(x), chosen)

@@ -96,6 +96,23 @@ def _dtype_of(value: Any) -> Any:
     return np.asarray(value).dtype if dtype is None else dtype
 
 
+_STEPS = frozenset({"floor", "ceil", "round", "sign", "argmax", "argmin"})
+
+
+def _steps(jaxpr: Any) -> bool:
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name in _STEPS:
+            return True
+        if name == "convert_element_type" and eqn.invars:
+            source, target = eqn.invars[0].aval.dtype, eqn.params["new_dtype"]
+            if (_is_float(source) and not _is_float(target)) or (source == np.bool_ and target != np.bool_):
+                return True
+        if any(_steps(inner) for inner in jex.jaxprs_in_params(eqn.params)):
+            return True
+    return False
+
+
 def eps(dtype: Any) -> float:
     return float(jnp.finfo(dtype).eps)
 
@@ -315,6 +332,13 @@ class Program:
             except (TypeError, ValueError):  # placed unlike the ahead-of-time guess: jit decides
                 pass
         return self._finish(run(*placed), count)
+
+    @functools.cached_property
+    def steps(self) -> bool:
+        """Whether the program jumps at thresholds of its floating values (``floor``, ``round``,
+        ``argmax``, a float cast to an integer, a comparison cast to a number: bins, one-hots, class
+        ids), where data on a threshold flips under any rounding."""
+        return _steps(self.closed.jaxpr)
 
     @functools.cached_property
     def coarsest_eps(self) -> float:

@@ -579,3 +579,8 @@ def test_histogram_counts_of_distances_on_bin_edges_are_not_called_broken():
     assert "broken" not in result.verdicts, result.summary()
     shifted = lambda p: histogram(p * jnp.where(p[..., :1] > 0, jnp.float32(1.3), jnp.float32(1.0)))  # noqa: E731
     assert "broken" in equivax.check(shifted, grid, rotations, on_points, both).verdicts
+    # the same bins as float one-hots (a distogram): the jump is inside f, the output is floating
+    onehot = lambda p: jax.nn.one_hot(histogram(p)[0].argmax(-1), 24)  # noqa: E731
+    distogram = lambda p: jnp.floor(jnp.sqrt(jnp.sum((p[:, :, None] - p[:, None]) ** 2, -1)) / edges)  # noqa: E731
+    for g in (onehot, distogram):
+        assert "broken" not in equivax.check(g, grid, rotations, on_points, actions.trivial()).verdicts
