@@ -68,6 +68,12 @@ def _prepare(f, x, group, in_action, out_action, elements, chunk_size, devices, 
     tolerances = [t for t in (*tolerances, group.resampling_tolerance) if t is not None]
     refresh = None if traced.key is not None else functools.partial(fingerprint, f)
     notes = (*traced.notes, *([group.note] if group.note else []))
+    if program.quantised and rtol is None and atol is None:
+        notes += (
+            f"f casts to {', '.join(program.quantised)}: the float64 re-run computes exactly, so errors of that "
+            "quantisation grid alone count as rounding; write the quantiser as a function (jnp.round(x / s) * s) "
+            "to check it, or give rtol",
+        )
     return _Prepared(group, program, consts, args, rtol, atol, notes, max(tolerances, default=None), refresh)
 
 

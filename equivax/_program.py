@@ -113,6 +113,17 @@ def _steps(jaxpr: Any) -> bool:
     return False
 
 
+def _narrow_casts(jaxpr: Any) -> set[str]:
+    found = set()
+    for eqn in jaxpr.eqns:
+        target = eqn.params.get("new_dtype") if eqn.primitive.name == "convert_element_type" else None
+        if target is not None and _is_float(target) and jnp.finfo(target).bits <= 8:
+            found.add(np.dtype(target).name)
+        for inner in jex.jaxprs_in_params(eqn.params):
+            found |= _narrow_casts(inner)
+    return found
+
+
 def eps(dtype: Any) -> float:
     return float(jnp.finfo(dtype).eps)
 
@@ -339,6 +350,12 @@ class Program:
         ``argmax``, a float cast to an integer, a comparison cast to a number: bins, one-hots, class
         ids), where data on a threshold flips under any rounding."""
         return _steps(self.closed.jaxpr)
+
+    @functools.cached_property
+    def quantised(self) -> tuple[str, ...]:
+        """The 8-bit floating formats the program casts to (fake quantisation): a float64 re-run
+        computes them exactly, so their grid is precision, not function, to the verdict."""
+        return tuple(sorted(_narrow_casts(self.closed.jaxpr)))
 
     @functools.cached_property
     def coarsest_eps(self) -> float:

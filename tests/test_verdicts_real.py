@@ -396,3 +396,26 @@ def test_float64_matrix_groups_and_fields_work_under_strict_promotion():
         out = equivax.fields.channels(vec, equivax.fields.pseudovector(3), equivax.fields.tensor(vec, vec))
         result = equivax.check(f, points, equivax.matrix_groups.sampled_o3(3), equivax.fields.channels(vec), out)
     assert result.ok, result.summary()
+
+
+def test_a_float8_cast_is_precision_and_says_so_while_a_rounding_function_is_checked():
+    """Fake quantisation with per-slot scales (a calibration bug): as a cast to float8, exact
+    arithmetic removes it and the check says so in a note; as ``jnp.round``, it is the function."""
+    slots = jnp.exp(jax.random.uniform(jax.random.key(2), (8, 1), minval=-0.7, maxval=0.7)) / 16
+    w = jax.random.normal(jax.random.key(1), (16, 16)) / 4
+    x = jax.random.normal(jax.random.key(0), (3, 8, 16))
+    perms, on_slots = equivax.sets.sampled_permutations(8, 6), equivax.sets.permutation(1)
+
+    def cast(v):
+        return jnp.tanh((v / slots).astype(jnp.float8_e4m3fn).astype(jnp.float32) * slots @ w)
+
+    def rounded(v):
+        return jnp.tanh(jnp.round(v / slots * 8) / 8 * slots @ w)
+
+    result = equivax.check(cast, x, perms, on_slots, on_slots)
+    assert any("float8_e4m3fn" in note and "jnp.round" in note for note in result.notes), result.notes
+    assert not equivax.check(rounded, x, perms, on_slots, on_slots).ok
+    shared = equivax.check(
+        lambda v: jnp.tanh((v * 16).astype(jnp.float8_e4m3fn).astype(jnp.float32) @ w), x, perms, on_slots, on_slots
+    )
+    assert shared.ok and set(shared.methods) == {"exact"}  # one scale for every slot: exact
