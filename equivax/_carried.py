@@ -247,9 +247,10 @@ def plan(
         ]
     if missing:
         raise ValueError(
-            f"the actions on {', '.join(repr(m) for m in missing)} cannot be inferred, as they follow your own "
-            "in_action or a layer's custom action: give them with layer_actions={name: action} "
-            "(or out_action for the model's output)"
+            f"the actions on {', '.join(repr(m) for m in missing)} cannot be inferred: equivax infers layer "
+            "actions from image and group-feature-map actions only, and these follow "
+            f"{'the in_action ' + type(in_action).__name__ if start is None else 'a layer with a custom action'}; "
+            "give them with layer_actions={name: action} (or out_action for the model's output)"
         )
     return rows, actions_lib.tree(tuple(tree))
 

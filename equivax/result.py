@@ -173,8 +173,11 @@ class CheckResult:
         rows = [
             (
                 self.labels[i],
-                _fmt(self.rel_error[i]),
-                _fmt(self.abs_error[i]),
+                *(  # the finite part's errors (often 0) would read as a pass
+                    ("NaN/inf", "NaN/inf")
+                    if self.verdicts[i] == "nonfinite"
+                    else (_fmt(self.rel_error[i]), _fmt(self.abs_error[i]))
+                ),
                 _fmt(self.rel_error64[i]),
                 _fmt(self.noise_floor[i]),
                 self.verdicts[i],

@@ -191,6 +191,8 @@ def test_nan_for_some_inputs_is_nonfinite_never_a_pass():
     result = equivax.check(lambda x: jnp.log(conv(x)), images(), groups.translations(8, 8))
     assert verdict_set(result) == {"nonfinite"}
     assert not result.ok
+    rows = [row for row in result.table().splitlines()[1:] if not row.startswith("...")]
+    assert rows and all("NaN/inf" in row and "0.00e+00" not in row for row in rows)
     with pytest.raises(AssertionError, match="NaN or inf"):
         equivax.assert_equivariant(lambda x: jnp.log(conv(x)), images(), groups.translations(8, 8))
 
