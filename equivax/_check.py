@@ -96,6 +96,12 @@ def _results(p: _Prepared) -> list[CheckResult]:
     for index, (m, shape) in enumerate(zip(measured.parts, shapes, strict=True)):
         decision = verdicts.decide(m, p.rtol, p.atol)
         part = measured.stats["parts"][index]
+        leaves = len(jax.tree.leaves(shape))
+        unsure = {"undecided", "approximate"} & set(decision.verdicts)
+        together = () if each or leaves < 2 or not unsure else (
+            f"f returns {leaves} arrays, measured as one: a large or chaotic one can hide a small error in "
+            "another; equivax.check_outputs decides each array on its own",
+        )  # fmt: skip
         is_batched = batched(jax.tree.leaves(shape), batch_size(x))
         maps = part.get("map")
         results.append(
@@ -118,7 +124,7 @@ def _results(p: _Prepared) -> list[CheckResult]:
                 error_maps=None if maps is None else np.asarray(maps, dtype=np.float64),
                 devices=p.program.devices,
                 chunk_size=p.program.chunk_size,
-                notes=(*p.notes, *decision.notes),
+                notes=(*p.notes, *decision.notes, *together),
                 uninformative=decision.uninformative,
             )
         )

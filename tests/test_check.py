@@ -586,3 +586,25 @@ def test_histogram_counts_of_distances_on_bin_edges_are_not_called_broken():
     distogram = lambda p: jnp.floor(jnp.sqrt(jnp.sum((p[:, :, None] - p[:, None]) ** 2, -1)) / edges)  # noqa: E731
     for g in (onehot, distogram):
         assert "broken" not in equivax.check(g, grid, rotations, on_points, actions.trivial()).verdicts
+
+
+def test_a_chaotic_output_beside_a_broken_one_says_to_split_them():
+    """(a head with a planted 1e-3 bias, a chaotic map of an invariant): measured as one, the chaotic
+    output amplifies the float32 rotations' rounding as far as the head's bug goes, and the result
+    says so; check_outputs decides each array, and the head is broken."""
+    wind = jnp.asarray([0.3, -0.2, 0.9])
+
+    def f(p):
+        head = p + 1e-3 * wind
+        r = jax.nn.sigmoid(jnp.sum(p**2, axis=(1, 2)))
+        chaos = lax.fori_loop(0, 200, lambda _, v: 3.99 * v * (1 - v), r)
+        return head, 100.0 * chaos  # the larger part of every example
+
+    vectors = equivax.fields.channels(equivax.fields.vector(3))
+    p = jax.random.normal(jax.random.key(0), (2, 5, 3))
+    outputs = actions.tree((vectors, actions.trivial()))
+    together = equivax.check(f, p, equivax.matrix_groups.sampled_so3(4), vectors, outputs)
+    assert "broken" not in together.verdicts  # the rotations' float32 rounding, amplified, is as large
+    assert any("equivax.check_outputs decides each array" in note for note in together.notes), together.notes
+    each = equivax.check_outputs(f, p, equivax.matrix_groups.sampled_so3(4), vectors, outputs)
+    assert set(each["[0]"].verdicts) == {"broken"}
