@@ -48,7 +48,8 @@ def _nudged(x: Any) -> Any:
         leaf = np.asarray(leaf)
         if not jnp.issubdtype(leaf.dtype, jnp.inexact):
             return leaf
-        return leaf.astype(np.float64) * (1 + 4 * _EPS64 * rng.choice([-1.0, 1.0], size=leaf.shape))
+        wide = np.complex128 if np.iscomplexobj(leaf) else np.float64
+        return leaf.astype(wide) * (1 + 4 * _EPS64 * rng.choice([-1.0, 1.0], size=leaf.shape))
 
     return jax.tree.map(nudge, x)
 

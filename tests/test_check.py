@@ -608,3 +608,24 @@ def test_a_chaotic_output_beside_a_broken_one_says_to_split_them():
     assert any("equivax.check_outputs decides each array" in note for note in together.notes), together.notes
     each = equivax.check_outputs(f, p, equivax.matrix_groups.sampled_so3(4), vectors, outputs)
     assert set(each["[0]"].verdicts) == {"broken"}
+
+
+def test_complex_inputs_are_nudged_as_complex():
+    """A complex program with a step (here a floor that changes nothing) runs the float64 nudge of x:
+    complex inputs are nudged as complex numbers, not cast to real."""
+    keys = jax.random.split(jax.random.key(0), 4)
+    w = lax.complex(jax.random.normal(keys[0], (4, 4)), jax.random.normal(keys[1], (4, 4))) / 4
+    z = lax.complex(jax.random.normal(keys[2], (2, 5, 4)), jax.random.normal(keys[3], (2, 5, 4)))
+
+    def turn(g, v):
+        t = (np.pi / 4) * g.astype(jnp.float32)
+        return v * lax.complex(jnp.cos(t), jnp.sin(t)).astype(v.dtype)
+
+    phases = groups.finite(list(range(8)), compose=lambda a, b: (a + b) % 8, name="C8 phases", action=turn)
+
+    def layer(v):
+        gain = jnp.tanh(jnp.abs(v @ w)) + 0 * jnp.floor(jnp.abs(v))
+        return (v * gain.astype(v.dtype)) @ w
+
+    result = equivax.check(layer, z, phases)
+    assert result.ok and "broken" not in result.verdicts, result.summary()
