@@ -233,18 +233,34 @@ def looks_channels_first(shape: tuple[int, ...], size: tuple[int, int] | None) -
     return a <= 4 < c == b
 
 
-def check_image_layout(shape: tuple[int, ...], role: str, what: str, size: tuple[int, int] | None = None) -> None:
-    """Refuse, in one line, an array that is not an NHWC batch: too few axes, no batch axis, NCHW.
+def check_image_layout(
+    shape: tuple[int, ...], role: str, what: str, size: tuple[int, int] | None = None, channels_first: bool = False
+) -> None:
+    """Refuse, in one line, an array that is not an NHWC batch (NCHW with ``channels_first``): too
+    few axes, no batch axis, the other layout.
 
-    ``size`` is the image size the group expects, if any (it sharpens the NCHW test).
+    ``size`` is the image size the group expects, if any (it sharpens the layout test).
     """
     shape = tuple(int(n) for n in shape)
     subject = _subject(role)
     if len(shape) < 3:
-        raise ValueError(
-            f"{what} acts on NHWC images (N, H, W, C), but {subject} has shape {shape}; add batch and channel "
-            "axes, e.g. x[None, ..., None]"
+        layout, fix = (
+            ("NCHW images (N, C, H, W)", "x[None, None]")
+            if channels_first
+            else ("NHWC images (N, H, W, C)", "x[None, ..., None]")
         )
+        raise ValueError(
+            f"{what} acts on {layout}, but {subject} has shape {shape}; add batch and channel axes, e.g. {fix}"
+        )
+    if channels_first:
+        if role == "in_action" and len(shape) == 4 and size is not None:
+            _, c, h, w = shape
+            if (h, w) != tuple(size) and (c, h) == tuple(size):
+                raise ValueError(
+                    f"{what} acts on NCHW images, but x of shape {shape} looks NHWC ({w} channels of {c}x{h}): "
+                    "pass in_action=actions.image(), or x.transpose(0, 3, 1, 2)"
+                )
+        return
     if role == "in_action" and len(shape) == 3:
         raise ValueError(
             f"{what} acts on NHWC batches (N, H, W, C), but x has shape {shape}, one image without a batch axis: "
@@ -256,26 +272,6 @@ def check_image_layout(shape: tuple[int, ...], role: str, what: str, size: tuple
             f"{what} acts on NHWC images, but x of shape {shape} looks NCHW ({c} channels of {h}x{w}): "
             "pass in_action=actions.image(channels_first=True), or x.transpose(0, 2, 3, 1)"
         )
-
-
-def check_channels_first_layout(
-    shape: tuple[int, ...], role: str, what: str, size: tuple[int, int] | None = None
-) -> None:
-    """Refuse, in one line, an array that is not an NCHW batch: too few axes, or NHWC."""
-    shape = tuple(int(n) for n in shape)
-    subject = _subject(role)
-    if len(shape) < 3:
-        raise ValueError(
-            f"{what} acts on NCHW images (N, C, H, W), but {subject} has shape {shape}; add batch and channel "
-            "axes, e.g. x[None, None]"
-        )
-    if role == "in_action" and len(shape) == 4 and size is not None:
-        _, c, h, w = shape
-        if (h, w) != tuple(size) and (shape[1], shape[2]) == tuple(size):
-            raise ValueError(
-                f"{what} acts on NCHW images, but x of shape {shape} looks NHWC ({w} channels of {c}x{h}): "
-                "pass in_action=actions.image(), or x.transpose(0, 3, 1, 2)"
-            )
 
 
 def _planar_group(group: Any, what: str) -> None:
@@ -377,9 +373,7 @@ class ImageAction:
         size = None if group.shape is None else (group.shape[0] // self.stride, group.shape[1] // self.stride)
         if self.channels_first:
             what = "image(" + ("" if self.stride == 1 else f"stride={self.stride}, ") + "channels_first=True)"
-            check_channels_first_layout(shape, role, what, size)
-        else:
-            check_image_layout(shape, role, what, size)
+        check_image_layout(shape, role, what, size, self.channels_first)
         _check_spatial_fit(group, self.spatial_last(shape), role, self.stride, what)
 
 
