@@ -14,7 +14,7 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -99,29 +99,26 @@ def _dtype_of(value: Any) -> Any:
 _STEPS = frozenset({"floor", "ceil", "round", "sign", "argmax", "argmin"})
 
 
-def _steps(jaxpr: Any) -> bool:
+def _equations(jaxpr: Any) -> Iterator[Any]:
+    """Every equation of a program, those of its nested programs included."""
     for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        if name in _STEPS:
-            return True
-        if name == "convert_element_type" and eqn.invars:
-            source, target = eqn.invars[0].aval.dtype, eqn.params["new_dtype"]
-            if (_is_float(source) and not _is_float(target)) or (source == np.bool_ and target != np.bool_):
-                return True
-        if any(_steps(inner) for inner in jex.jaxprs_in_params(eqn.params)):
-            return True
-    return False
-
-
-def _narrow_casts(jaxpr: Any) -> set[str]:
-    found = set()
-    for eqn in jaxpr.eqns:
-        target = eqn.params.get("new_dtype") if eqn.primitive.name == "convert_element_type" else None
-        if target is not None and _is_float(target) and jnp.finfo(target).bits <= 8:
-            found.add(np.dtype(target).name)
+        yield eqn
         for inner in jex.jaxprs_in_params(eqn.params):
-            found |= _narrow_casts(inner)
-    return found
+            yield from _equations(inner)
+
+
+def _is_step(eqn: Any) -> bool:
+    if eqn.primitive.name in _STEPS:
+        return True
+    if eqn.primitive.name != "convert_element_type" or not eqn.invars:
+        return False
+    source, target = eqn.invars[0].aval.dtype, eqn.params["new_dtype"]
+    return (_is_float(source) and not _is_float(target)) or (source == np.bool_ and target != np.bool_)
+
+
+def _narrow_cast(eqn: Any) -> str | None:
+    target = eqn.params.get("new_dtype") if eqn.primitive.name == "convert_element_type" else None
+    return np.dtype(target).name if target is not None and _is_float(target) and jnp.finfo(target).bits <= 8 else None
 
 
 def eps(dtype: Any) -> float:
@@ -349,13 +346,13 @@ class Program:
         """Whether the program jumps at thresholds of its floating values (``floor``, ``round``,
         ``argmax``, a float cast to an integer, a comparison cast to a number: bins, one-hots, class
         ids), where data on a threshold flips under any rounding."""
-        return _steps(self.closed.jaxpr)
+        return any(_is_step(eqn) for eqn in _equations(self.closed.jaxpr))
 
     @functools.cached_property
     def quantised(self) -> tuple[str, ...]:
         """The 8-bit floating formats the program casts to (fake quantisation): a float64 re-run
         computes them exactly, so their grid is precision, not function, to the verdict."""
-        return tuple(sorted(_narrow_casts(self.closed.jaxpr)))
+        return tuple(sorted({_narrow_cast(eqn) for eqn in _equations(self.closed.jaxpr)} - {None}))
 
     @functools.cached_property
     def coarsest_eps(self) -> float:

@@ -187,9 +187,8 @@ def _own_floors(m: Measurements, lo: np.ndarray) -> np.ndarray:
     eps_lo = float(np.finfo(np.float32).eps) if m.f64 else m.eps
     lo = np.asarray(lo, np.float64)
     own = (MARGIN64 if m.f64 else SAFETY) * lo * _EPS64 / eps_lo
-    return np.where(
-        np.isfinite(lo), own, np.nan
-    )  # an infinite error (a zero row against a non-zero one) scales nothing
+    # An infinite error (a row of zeros against a non-zero one) scales nothing.
+    return np.where(np.isfinite(lo), own, np.nan)
 
 
 def decide(m: Measurements, rtol: float | None = None, atol: float | None = None) -> Decision:
