@@ -24,7 +24,7 @@ from jax.extend import core as jex
 
 from equivax._kernel import TRACER_ERRORS, Kernel, unpacked
 from equivax._sharding import Placement
-from equivax._xla import jit
+from equivax._xla import Tiered, jit, work_bytes
 from equivax.precision import RetypeError, retype_value, retyped
 
 __all__ = ["Program", "block_until_compiled", "other_precision", "trace"]
@@ -213,7 +213,7 @@ class Program:
         self.fingerprint: Any = None  # of the plain callable it was last traced from (see _traced)
         self.consts = list(self.closed.consts)
         self.out_tree = jax.tree.structure(self.out_shape)
-        self.run = jit(jex.jaxpr_as_fun(hoisted(self.closed)))
+        self.run = Tiered(jex.jaxpr_as_fun(hoisted(self.closed)), work_bytes(self.closed.jaxpr))
         self._other: dict[Any, concurrent.futures.Future] = {}  # per precision: (jitted, executable)
         self.literal_eps = 0.0  # of the rounded literals in the program (known once it is retyped)
 

@@ -8,22 +8,45 @@ benchmarks/first_verdict.py, each compiled alone: half the time at backend optim
 first verdict (benchmarks/README.md). The options apply to equivax's programs only, never to
 the user's own ``jax.jit``; an option the user sets in ``XLA_FLAGS`` is left to them, and one
 this XLA does not know is dropped.
+
+A check's program is compiled in two tiers on CPU (``Tiered``): first at XLA's backend
+optimisation level 0, which compiles in about half the time and runs the program's own loops
+(moving inputs and outputs, statistics; not the convolutions and matrix products, which are
+library calls) a few times slower; then, once its runs have cost as much time as that compile
+did, at XLA's default level. A check run once (a test, a CLI call, a notebook cell) pays the quick
+compile only; one run many times (a training monitor) pays both compiles and runs at full speed
+after the first few calls, as a ski rental does. Programs whose loops move much data start at the
+default level (``QUICK_BYTES``), and ``EQUIVAX_QUICK_COMPILE=0`` switches the first tier off.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jex
 
-__all__ = ["COMPILER_OPTIONS", "compiler_options", "jit"]
+__all__ = ["COMPILER_OPTIONS", "QUICK_BYTES", "QUICK_OPTIONS", "Tiered", "compiler_options", "jit", "work_bytes"]
 
 #: XLA options for equivax's own programs (see the module's docstring).
 COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
+
+
+#: Options of the first, quick compile (``Tiered``), on top of ``COMPILER_OPTIONS``.
+QUICK_OPTIONS: dict[str, Any] = {"xla_backend_optimization_level": 0}
+
+#: Programs whose loops make more than this (``work_bytes``) skip the quick tier: at level 0 they
+#: would run longer than the compile saves. Measured on CPU (benchmarks/first_verdict.py and
+#: check_vs_forward.py): level 0 added 0.14 s to the run of a 480 MiB check and saved about 0.2 s
+#: of compile; the P4CNN report (2 GiB) ran slower by more than its compile saved; checks of 2-75
+#: MiB gained 0.1-0.3 s each.
+QUICK_BYTES = 128 * 2**20
 
 
 @functools.cache
@@ -63,3 +86,81 @@ class _Jit:
 def jit(fn: Callable[..., Any], **kwargs: Any) -> Any:
     """``jax.jit(fn, **kwargs)`` with equivax's compiler options (``COMPILER_OPTIONS``)."""
     return _Jit(fn, kwargs)
+
+
+def _quick_tier() -> bool:
+    """Whether programs start at ``QUICK_OPTIONS``: on by default, off with
+    ``EQUIVAX_QUICK_COMPILE=0`` or where ``XLA_FLAGS`` sets the level itself (the test suite)."""
+    flag = os.environ.get("EQUIVAX_QUICK_COMPILE", "1").lower()
+    if flag in ("0", "false", "no", "off", ""):
+        return False
+    return not any(k in os.environ.get("XLA_FLAGS", "") for k in QUICK_OPTIONS)
+
+
+#: Operations XLA on CPU hands to a library, which runs as fast whatever the optimisation level.
+_LIBRARY = frozenset({"conv_general_dilated", "dot_general"})
+
+
+def work_bytes(jaxpr: Any) -> int:
+    """Bytes of the arrays a program's own loops make (not those of ``_LIBRARY`` calls), a loop's
+    body counted once per trip where the trip count is known (``scan``): a proxy for the time they
+    take at a low optimisation level."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        for var in () if eqn.primitive.name in _LIBRARY else eqn.outvars:
+            dtype = getattr(var.aval, "dtype", None)
+            if dtype is not None and hasattr(dtype, "itemsize"):
+                total += int(np.prod(getattr(var.aval, "shape", ()))) * dtype.itemsize
+        trips = int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else 1
+        for inner in jex.jaxprs_in_params(eqn.params):
+            total += trips * work_bytes(inner)
+    return total
+
+
+class Tiered:
+    """A program compiled quickly for its first run and fully once its runs have cost that compile.
+
+    ``work``: the bytes its loops make (``work_bytes``); the quick tier is for programs on CPU up
+    to ``QUICK_BYTES``. Calls take the same flat arguments, placed the same way, every time; an
+    executable that refuses them (another placement) hands over to ``jax.jit`` for good.
+    """
+
+    def __init__(self, fn: Callable[..., Any], work: int):
+        self._jit = _Jit(fn, {})
+        self._quick = work <= QUICK_BYTES and jax.default_backend() == "cpu"
+        self._lowered: Any = None
+        self._executable: Any = None
+        self._budget = 0.0  # seconds the quick compile took
+        self._spent = 0.0  # seconds the quick executable has run since
+        self.tier: str | None = None  # "quick", then "full"; "jit" when the quick tier is off
+
+    def lower(self, *args: Any) -> Any:
+        return self._jit.lower(*args)
+
+    def _start(self, args: tuple[Any, ...]) -> None:
+        options = dict(compiler_options())
+        if not (self._quick and options.keys() == COMPILER_OPTIONS.keys() and _quick_tier()):
+            self.tier = "jit"  # an XLA that refused the options would refuse these too
+            return
+        self._lowered = self._jit.lower(*args)
+        start = time.perf_counter()
+        self._executable = self._lowered.compile(QUICK_OPTIONS)
+        self._budget, self.tier = time.perf_counter() - start, "quick"
+
+    def __call__(self, *args: Any) -> Any:
+        if self.tier is None:
+            self._start(args)
+        if self.tier == "jit":
+            return self._jit(*args)
+        start = time.perf_counter()
+        try:
+            out = self._executable(*args)
+        except (TypeError, ValueError):  # placed unlike the first call: jit decides from now on
+            self.tier, self._executable, self._lowered = "jit", None, None
+            return self._jit(*args)
+        if self.tier == "quick":
+            jax.block_until_ready(out)  # the caller reads the results at once anyway
+            self._spent += time.perf_counter() - start
+            if self._spent >= self._budget:
+                self._executable, self._lowered, self.tier = self._lowered.compile(), None, "full"
+        return out

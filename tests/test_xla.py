@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import equivax
-from equivax import _xla
+from equivax import _xla, zoo
 
 
 @pytest.fixture
@@ -58,3 +58,106 @@ def test_a_check_compiles_its_program_with_the_options(fresh):
     result = equivax.check(lambda z: jnp.tanh(z) * 3, x, equivax.groups.rotations())
     assert result.ok, result
     assert _xla.COMPILER_OPTIONS in seen, seen
+
+
+@pytest.fixture
+def tiered(fresh):
+    """The quick tier as users get it: no level in XLA_FLAGS (the suite sets one), on CPU."""
+    fresh.setenv("XLA_FLAGS", "")
+    fresh.delenv("EQUIVAX_QUICK_COMPILE", raising=False)
+    return fresh
+
+
+def _scaled_sum(w, x):
+    return jnp.sum(jnp.tanh(x * w), axis=-1)
+
+
+def test_the_first_call_compiles_quickly_and_later_calls_upgrade_once_runs_cost_that(tiered):
+    levels = []
+    real = _xla._Jit.lower
+
+    def spy(self, *args):
+        lowered = real(self, *args)
+        compile_ = lowered.compile
+
+        def recorded(options=None):
+            levels.append((options or {}).get("xla_backend_optimization_level", "default"))
+            return compile_(options)
+
+        lowered.compile = recorded
+        return lowered
+
+    tiered.setattr(_xla._Jit, "lower", spy)
+    args = (jnp.float32(0.5), jnp.linspace(-2.0, 2.0, 12, dtype=jnp.float32).reshape(3, 4))
+    program = _xla.Tiered(_scaled_sum, _xla.work_bytes(jax.make_jaxpr(_scaled_sum)(*args).jaxpr))
+    expected = jax.jit(_scaled_sum)(*args)
+    np.testing.assert_allclose(program(*args), expected, rtol=1e-6)
+    assert program.tier == "quick" and levels == [0], (program.tier, levels)
+    program._budget = program._spent  # as if its runs had now cost what the quick compile did
+    np.testing.assert_allclose(program(*args), expected, rtol=1e-6)
+    assert program.tier == "full" and levels == [0, "default"], (program.tier, levels)
+    for _ in range(3):  # no further compiles
+        np.testing.assert_allclose(program(*args), expected, rtol=1e-6)
+    assert levels == [0, "default"]
+
+
+@pytest.mark.parametrize(
+    "env, work",
+    [
+        ({"EQUIVAX_QUICK_COMPILE": "0"}, 1),
+        ({"XLA_FLAGS": "--xla_backend_optimization_level=1"}, 1),
+        ({}, _xla.QUICK_BYTES + 1),
+    ],
+    ids=["switched-off", "level-in-xla-flags", "too-much-work"],
+)
+def test_the_quick_tier_is_skipped_when_off_pinned_or_too_big(tiered, env, work):
+    for key, value in env.items():
+        tiered.setenv(key, value)
+    program = _xla.Tiered(_scaled_sum, work)
+    args = (jnp.float32(2.0), jnp.ones((2, 3), jnp.float32))
+    np.testing.assert_allclose(program(*args), jax.jit(_scaled_sum)(*args), rtol=1e-6)
+    assert program.tier == "jit"
+
+
+def test_arguments_unlike_the_first_call_hand_over_to_jit(tiered):
+    program = _xla.Tiered(_scaled_sum, 1)
+    np.testing.assert_allclose(program(jnp.float32(1.0), jnp.ones((2, 3), jnp.float32)), [np.tanh(1.0) * 3] * 2)
+    assert program.tier == "quick"
+    wider = jnp.ones((2, 5), jnp.float32)  # another shape: the quick executable refuses it
+    np.testing.assert_allclose(program(jnp.float32(1.0), wider), [np.tanh(1.0) * 5] * 2, rtol=1e-6)
+    assert program.tier == "jit"
+
+
+def test_work_bytes_counts_loops_per_trip_and_not_library_calls():
+    x = jnp.ones((4, 8), jnp.float32)
+    one = _xla.work_bytes(jax.make_jaxpr(jnp.tanh)(x).jaxpr)
+    assert one == 4 * 8 * 4
+    looped = jax.make_jaxpr(lambda v: jax.lax.scan(lambda c, _: (jnp.tanh(c), None), v, None, length=10)[0])(x)
+    assert _xla.work_bytes(looped.jaxpr) >= 10 * one
+    matmul = jax.make_jaxpr(lambda a: jax.lax.dot_general(a, a, (((1,), (1,)), ((), ()))))(x)
+    assert _xla.work_bytes(matmul.jaxpr) == 0
+
+
+def test_verdicts_agree_in_both_tiers(tiered):
+    """The quick tier changes how fast the program runs, not what the check decides."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 8, 8, 2)).astype(np.float32)
+    w = rng.normal(size=(3, 3, 2, 3)).astype(np.float32)
+
+    def conv(kernel):
+        return lambda z: jnp.mean(zoo.circular_conv(kernel)(z), axis=(1, 2))
+
+    def verdicts():
+        equivax.clear_cache()
+        group = equivax.groups.translations(8, shifts=[(1, 0), (0, 3)])
+        ok = equivax.check(conv(w), x, group, out_action=equivax.actions.trivial())
+        broken = equivax.check(zoo.circular_conv(w), x, equivax.groups.rotations())  # a random filter
+        return ok, broken
+
+    quick = verdicts()
+    tiered.setenv("EQUIVAX_QUICK_COMPILE", "0")
+    full = verdicts()
+    for a, b in zip(quick, full, strict=True):
+        assert a.verdicts == b.verdicts, (a, b)
+        np.testing.assert_allclose(a.rel_error, b.rel_error, rtol=1e-3, atol=1e-12)
+    assert quick[0].ok and not quick[1].ok
