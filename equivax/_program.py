@@ -24,7 +24,7 @@ from jax.extend import core as jex
 
 from equivax._kernel import TRACER_ERRORS, Kernel, unpacked
 from equivax._sharding import Placement
-from equivax._xla import Tiered, jit, work_bytes
+from equivax._xla import Tiered, work_bytes
 from equivax.precision import RetypeError, retype_value, retyped
 
 __all__ = ["Program", "block_until_compiled", "other_precision", "trace"]
@@ -259,7 +259,7 @@ class Program:
                 "precision, so another precision cannot resolve its rounding"
             )
         self.literal_eps = max(self.literal_eps, fn.literal_eps)
-        return jit(fn)
+        return Tiered(fn, work_bytes(self.closed.jaxpr, float_dtype))
 
     def prepare(self, float_dtype: Any) -> None:
         """Start compiling the program in ``float_dtype`` on a background thread, so XLA compiles

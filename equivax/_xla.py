@@ -22,6 +22,7 @@ default level (``QUICK_BYTES``), and ``EQUIVAX_QUICK_COMPILE=0`` switches the fi
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -97,23 +98,45 @@ def _quick_tier() -> bool:
     return not any(k in os.environ.get("XLA_FLAGS", "") for k in QUICK_OPTIONS)
 
 
-#: Operations XLA on CPU hands to a library, which runs as fast whatever the optimisation level.
+#: Operations XLA on CPU hands to a library in these dtypes, as fast at any optimisation level.
 _LIBRARY = frozenset({"conv_general_dilated", "dot_general"})
+_LIBRARY_DTYPES = frozenset({np.dtype(np.float32), np.dtype(jnp.bfloat16), np.dtype(np.complex64)})
+#: Windowed reductions (pooling, cumulative sums) and half-precision arithmetic run as loops that
+#: level 0 leaves 5-50 times slower (benchmarks/README.md): their bytes count this many times.
+_HEAVY = 16
 
 
-def work_bytes(jaxpr: Any) -> int:
-    """Bytes of the arrays a program's own loops make (not those of ``_LIBRARY`` calls), a loop's
-    body counted once per trip where the trip count is known (``scan``): a proxy for the time they
-    take at a low optimisation level."""
-    total = 0
+def _window(eqn: Any) -> int:
+    if eqn.primitive.name.startswith("reduce_window"):
+        return int(np.prod(eqn.params.get("window_dimensions", (_HEAVY,))))
+    return _HEAVY if eqn.primitive.name.startswith("cum") else 1
+
+
+def work_bytes(jaxpr: Any, float_dtype: Any = None) -> float:
+    """Bytes of the arrays a program's own loops make, a proxy for the time they take at a low
+    optimisation level: ``_LIBRARY`` calls count nothing in the dtypes a library runs and without
+    bound in others (XLA's float64 convolution at level 0 is 15-18 times slower), a windowed
+    reduction counts once per window entry, a loop's body once per trip where the trip count is
+    known (``scan``). ``float_dtype``: count the program with its floating values in that dtype
+    (its re-run in another precision)."""
+    total = 0.0
     for eqn in jaxpr.eqns:
-        for var in () if eqn.primitive.name in _LIBRARY else eqn.outvars:
+        for var in eqn.outvars:
             dtype = getattr(var.aval, "dtype", None)
-            if dtype is not None and hasattr(dtype, "itemsize"):
-                total += int(np.prod(getattr(var.aval, "shape", ()))) * dtype.itemsize
+            if dtype is None or not hasattr(dtype, "itemsize"):
+                continue
+            dtype = np.dtype(dtype)
+            if float_dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
+                dtype = np.dtype(np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else float_dtype)
+            if eqn.primitive.name in _LIBRARY:
+                if dtype not in _LIBRARY_DTYPES and eqn.primitive.name == "conv_general_dilated":
+                    return math.inf
+                continue
+            weight = _window(eqn) * (_HEAVY if dtype == np.float16 else 1)
+            total += int(np.prod(getattr(var.aval, "shape", ()))) * dtype.itemsize * weight
         trips = int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else 1
         for inner in jex.jaxprs_in_params(eqn.params):
-            total += trips * work_bytes(inner)
+            total += trips * work_bytes(inner, float_dtype)
     return total
 
 
@@ -125,7 +148,7 @@ class Tiered:
     executable that refuses them (another placement) hands over to ``jax.jit`` for good.
     """
 
-    def __init__(self, fn: Callable[..., Any], work: int):
+    def __init__(self, fn: Callable[..., Any], work: float):
         self._jit = _Jit(fn, {})
         self._quick = work <= QUICK_BYTES and jax.default_backend() == "cpu"
         self._lowered: Any = None
