@@ -161,3 +161,19 @@ def test_verdicts_agree_in_both_tiers(tiered):
         assert a.verdicts == b.verdicts, (a, b)
         np.testing.assert_allclose(a.rel_error, b.rel_error, rtol=1e-3, atol=1e-12)
     assert quick[0].ok and not quick[1].ok
+
+
+def test_work_bytes_weighs_pooling_windows_and_refuses_float64_convolutions():
+    x = jnp.ones((2, 8, 8, 3), jnp.float32)
+    w = jnp.ones((3, 3, 3, 3), jnp.float32)
+    conv = jax.make_jaxpr(
+        lambda v: jax.lax.conv_general_dilated(v, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    )(x).jaxpr
+    assert _xla.work_bytes(conv) == 0  # float32: a library call
+    assert _xla.work_bytes(conv, np.float64) == float("inf")  # its float64 re-run: XLA's own loops
+    pool = jax.make_jaxpr(
+        lambda v: jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
+    )(x).jaxpr
+    assert _xla.work_bytes(pool) == 9 * x.size * 4
+    half = jax.make_jaxpr(jnp.tanh)(x.astype(jnp.float16)).jaxpr
+    assert _xla.work_bytes(half) == _xla.work_bytes(jax.make_jaxpr(jnp.tanh)(x).jaxpr) / 2 * 16
