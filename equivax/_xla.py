@@ -123,8 +123,8 @@ def work_bytes(jaxpr: Any, float_dtype: Any = None) -> float:
     for eqn in jaxpr.eqns:
         for var in eqn.outvars:
             dtype = getattr(var.aval, "dtype", None)
-            if dtype is None or not hasattr(dtype, "itemsize"):
-                continue
+            if dtype is None or not hasattr(dtype, "itemsize") or jnp.issubdtype(dtype, jax.dtypes.extended):
+                continue  # PRNG keys: a few words each
             dtype = np.dtype(dtype)
             if float_dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
                 dtype = np.dtype(np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else float_dtype)

@@ -177,3 +177,11 @@ def test_work_bytes_weighs_pooling_windows_and_refuses_float64_convolutions():
     assert _xla.work_bytes(pool) == 9 * x.size * 4
     half = jax.make_jaxpr(jnp.tanh)(x.astype(jnp.float16)).jaxpr
     assert _xla.work_bytes(half) == _xla.work_bytes(jax.make_jaxpr(jnp.tanh)(x).jaxpr) / 2 * 16
+
+
+def test_work_bytes_reads_programs_that_carry_prng_keys():
+    def noisy(key, x):
+        return x + jax.random.normal(jax.random.fold_in(key, 1), x.shape)
+
+    jaxpr = jax.make_jaxpr(noisy)(jax.random.key(0), jnp.ones((4, 4), jnp.float32)).jaxpr
+    assert 4 * 4 * 4 <= _xla.work_bytes(jaxpr) < _xla.QUICK_BYTES
