@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -145,12 +146,14 @@ class Tiered:
 
     ``work``: the bytes its loops make (``work_bytes``); the quick tier is for programs on CPU up
     to ``QUICK_BYTES``. Calls take the same flat arguments, placed the same way, every time; an
-    executable that refuses them (another placement) hands over to ``jax.jit`` for good.
+    executable that refuses them (another placement) hands over to ``jax.jit`` for good. Safe to
+    call from several threads: one of them compiles, the others wait for it.
     """
 
     def __init__(self, fn: Callable[..., Any], work: float):
         self._jit = _Jit(fn, {})
         self._quick = work <= QUICK_BYTES and jax.default_backend() == "cpu"
+        self._lock = threading.Lock()
         self._lowered: Any = None
         self._executable: Any = None
         self._budget = 0.0  # seconds the quick compile took
@@ -161,29 +164,41 @@ class Tiered:
         return self._jit.lower(*args)
 
     def _start(self, args: tuple[Any, ...]) -> None:
-        options = dict(compiler_options())
-        if not (self._quick and options.keys() == COMPILER_OPTIONS.keys() and _quick_tier()):
-            self.tier = "jit"  # an XLA that refused the options would refuse these too
+        if not (self._quick and _quick_tier()):
+            self.tier = "jit"
             return
-        self._lowered = self._jit.lower(*args)
+        lowered = self._jit.lower(*args)
         start = time.perf_counter()
-        self._executable = self._lowered.compile(QUICK_OPTIONS)
+        try:
+            executable = lowered.compile(QUICK_OPTIONS)
+        except Exception:  # noqa: BLE001 - an XLA without these options: its defaults (jit re-raises real errors)
+            self.tier = "jit"
+            return
+        self._lowered, self._executable = lowered, executable
         self._budget, self.tier = time.perf_counter() - start, "quick"
+
+    def _upgrade(self, seconds: float) -> None:
+        with self._lock:
+            self._spent += seconds
+            if self.tier == "quick" and self._spent >= self._budget:
+                self._executable, self._lowered, self.tier = self._lowered.compile(), None, "full"
 
     def __call__(self, *args: Any) -> Any:
         if self.tier is None:
-            self._start(args)
-        if self.tier == "jit":
+            with self._lock:
+                if self.tier is None:
+                    self._start(args)
+        tier, executable = self.tier, self._executable
+        if tier == "jit":
             return self._jit(*args)
         start = time.perf_counter()
         try:
-            out = self._executable(*args)
+            out = executable(*args)
         except (TypeError, ValueError):  # placed unlike the first call: jit decides from now on
-            self.tier, self._executable, self._lowered = "jit", None, None
+            with self._lock:
+                self.tier, self._executable, self._lowered = "jit", None, None
             return self._jit(*args)
-        if self.tier == "quick":
+        if tier == "quick":
             jax.block_until_ready(out)  # the caller reads the results at once anyway
-            self._spent += time.perf_counter() - start
-            if self._spent >= self._budget:
-                self._executable, self._lowered, self.tier = self._lowered.compile(), None, "full"
+            self._upgrade(time.perf_counter() - start)
         return out

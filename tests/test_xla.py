@@ -185,3 +185,25 @@ def test_work_bytes_reads_programs_that_carry_prng_keys():
 
     jaxpr = jax.make_jaxpr(noisy)(jax.random.key(0), jnp.ones((4, 4), jnp.float32)).jaxpr
     assert 4 * 4 * 4 <= _xla.work_bytes(jaxpr) < _xla.QUICK_BYTES
+
+
+def test_an_xla_that_refuses_the_quick_options_falls_back_to_jit(tiered):
+    tiered.setattr(_xla, "QUICK_OPTIONS", {"xla_no_such_option_anywhere": 1})
+    program = _xla.Tiered(_scaled_sum, 1)
+    np.testing.assert_allclose(program(jnp.float32(1.0), jnp.ones((2, 3), jnp.float32)), [np.tanh(1.0) * 3] * 2)
+    assert program.tier == "jit"
+
+
+def test_threads_calling_one_program_compile_it_once(tiered):
+    import concurrent.futures
+
+    lowerings = []
+    real = _xla._Jit.lower
+    tiered.setattr(_xla._Jit, "lower", lambda self, *a: lowerings.append(1) or real(self, *a))
+    program = _xla.Tiered(_scaled_sum, 1)
+    args = (jnp.float32(0.5), jnp.ones((2, 3), jnp.float32))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: program(*args), range(16)))
+    for out in outs:
+        np.testing.assert_allclose(out, [np.tanh(0.5) * 3] * 2, rtol=1e-6)
+    assert program.tier in ("quick", "full") and len(lowerings) == 1, (program.tier, lowerings)
