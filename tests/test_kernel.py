@@ -257,3 +257,13 @@ def test_each_leaf_keeps_its_own_domain_when_a_subtree_moves_as_a_whole():
     odd = [i for i, e in enumerate(pooled.elements) if e[0] % 2 or e[1] % 2]
     assert odd and all(pooled.methods[i] == "stride" for i in odd)
     assert all(pair.methods[i] != "stride" for i in odd) and pair.ok
+
+
+def test_a_non_finite_output_is_named_among_finite_ones():
+    def two(x):
+        return {"fine": CONV(x), "spoiled": jnp.log(CONV(x))}  # log of negatives: NaN
+
+    results = equivax.check_outputs(two, images(), groups.rotations())
+    assert results["['fine']"].ok, results
+    spoiled = results["['spoiled']"]
+    assert not spoiled.ok and all("f(x) has NaN or inf" in r for r in spoiled.reasons), spoiled.reasons
