@@ -91,6 +91,10 @@ def _is_float(dtype: Any) -> bool:
     return jnp.issubdtype(dtype, jnp.inexact) and not jnp.issubdtype(dtype, jax.dtypes.extended)
 
 
+def _spec(value: Any) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(np.shape(value), _dtype_of(value))
+
+
 def _dtype_of(value: Any) -> Any:
     dtype = getattr(value, "dtype", None)
     return np.asarray(value).dtype if dtype is None else dtype
@@ -209,6 +213,7 @@ class Program:
         if traced is None or len(args[2]) != len(padded[2]):
             traced = trace(kernel, padded)
         self.closed, self.out_shape = traced
+        self._f_args = jax.tree.map(_spec, (args[0], args[1]))  # to trace f alone (``steps``)
         self.text = str(self.closed.jaxpr)  # what a fresh trace is compared with
         self.fingerprint: Any = None  # of the plain callable it was last traced from (see _traced)
         self.consts = list(self.closed.consts)
@@ -343,10 +348,16 @@ class Program:
 
     @functools.cached_property
     def steps(self) -> bool:
-        """Whether the program jumps at thresholds of its floating values (``floor``, ``round``,
-        ``argmax``, a float cast to an integer, a comparison cast to a number: bins, one-hots, class
-        ids), where data on a threshold flips under any rounding."""
-        return any(_is_step(eqn) for eqn in _equations(self.closed.jaxpr))
+        """Whether f jumps at thresholds of its floating values (``floor``, ``round``, ``argmax``, a
+        float cast to an integer, a comparison cast to a number: bins, one-hots, class ids), where
+        data on a threshold flips under any rounding. Read from a trace of f alone: the check's own
+        statistics take an ``argmax`` of the errors, which says nothing about f. Should f not trace
+        alone, the whole program answers (never blind, at worst one float64 run too many)."""
+        try:
+            jaxpr = jax.make_jaxpr(lambda p, v: self.kernel.fn(p, v))(*self._f_args).jaxpr
+        except Exception:  # noqa: BLE001 - the kernel traced, so f does; be safe regardless
+            jaxpr = self.closed.jaxpr
+        return any(_is_step(eqn) for eqn in _equations(jaxpr))
 
     @functools.cached_property
     def quantised(self) -> tuple[str, ...]:

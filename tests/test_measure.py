@@ -114,3 +114,42 @@ def test_an_uninformative_example_does_not_put_an_element_beyond_the_probe():
     )
     assert not verdicts.beyond_resolution(m, stored_eps=EPS32).any()
     assert verdicts.beyond_resolution(dataclasses.replace(m, sensitivity=None), stored_eps=EPS32).tolist() == [True]
+
+
+def _float64_runs(monkeypatch, f, x, group, **kwargs):
+    import equivax
+    from equivax import _program
+
+    calls = []
+    real = _program.Program.run_in
+
+    def spy(self, dtype, *args, **kw):
+        calls.append(kw.get("seed"))
+        return real(self, dtype, *args, **kw)
+
+    monkeypatch.setattr(_program.Program, "run_in", spy)
+    equivax.clear_cache()
+    return equivax.check(f, x, group, **kwargs), calls
+
+
+def test_the_checks_own_argmax_does_not_make_a_smooth_model_pay_the_nudge(monkeypatch):
+    """The check's statistics take an argmax of the errors: only f's own steps call for the
+    float64 nudge of x. A smooth invariant model, not bit-exact under turns, runs float64 once."""
+    import jax.numpy as jnp
+
+    import equivax
+
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
+    w = np.random.default_rng(1).normal(size=(8,)).astype(np.float32)
+
+    def smooth(v):
+        return jnp.tanh(jnp.mean(v, axis=(1, 2)) * w)
+
+    def binned(v):
+        return smooth(v) + 0 * jnp.floor(v[:, 0, 0])
+
+    trivial = equivax.actions.trivial()
+    result, calls = _float64_runs(monkeypatch, smooth, x, equivax.groups.rotations(), out_action=trivial)
+    assert result.ok and "float64" in result.methods and calls == [None], (result, calls)
+    result, calls = _float64_runs(monkeypatch, binned, x, equivax.groups.rotations(), out_action=trivial)
+    assert result.ok and calls == [None, None], (result, calls)  # its floor: the nudge runs too
