@@ -23,7 +23,7 @@ import numpy as np
 from jax.extend import core as jex
 
 from equivax._kernel import Kernel
-from equivax._program import Program, trace
+from equivax._program import Program, trace, trace_alone
 
 __all__ = ["CPU_CHUNK_BYTES", "CacheInfo", "cache_info", "clear_cache", "enable_persistent_cache", "program_for"]
 
@@ -91,29 +91,24 @@ def auto_chunk(per_element: float, n_elements: int) -> int | None:
     return -(-n_elements // chunks)
 
 
-def _per_element_bytes(kernel: Kernel, args: tuple[Any, ...]) -> float | None:
+def _per_element_bytes(f_alone: Any) -> int:
     """The largest array one element's evaluation makes, from a trace of f alone (far cheaper than
-    tracing the whole kernel twice); ``None`` when f alone does not trace (the kernel's trace then
-    raises the error that says why)."""
-    params, x, _ = args
-    try:
-        jaxpr = jax.make_jaxpr(lambda p, v: kernel.fn(p, v))(params, x)
-    except Exception:  # noqa: BLE001 - reported by the kernel's own trace
-        return None
-    outputs = [int(np.prod(a.aval.shape)) * a.aval.dtype.itemsize for a in jaxpr.jaxpr.outvars if hasattr(a, "aval")]
-    return max(_largest_intermediate(jaxpr.jaxpr), *outputs, 1)
+    tracing the whole kernel twice)."""
+    outputs = [int(np.prod(a.aval.shape)) * a.aval.dtype.itemsize for a in f_alone.outvars if hasattr(a, "aval")]
+    return max(_largest_intermediate(f_alone), *outputs, 1)
 
 
 def _build(kernel: Kernel, args: tuple[Any, ...], devices: Sequence[Any], traced: Any = None) -> Program:
     _COUNTS["programs"] += 1
     per_device = -(-len(args[2]) // kernel.shards)
+    f_alone = None
     if traced is None and kernel.chunk_size is None and jax.default_backend() == "cpu" and per_device >= 2:
-        per_element = _per_element_bytes(kernel, args)
-        chunk = None if per_element is None else auto_chunk(per_element, per_device)
+        f_alone = trace_alone(kernel, args[0], args[1])
+        chunk = None if f_alone is None else auto_chunk(_per_element_bytes(f_alone), per_device)
         if chunk is not None:
             kernel = dataclasses.replace(kernel, chunk_size=chunk)
     _COUNTS["traces"] += traced is None
-    return Program(kernel, args, devices, traced)
+    return Program(kernel, args, devices, traced, f_alone)
 
 
 def program_for(

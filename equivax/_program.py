@@ -27,7 +27,7 @@ from equivax._sharding import Placement
 from equivax._xla import Tiered, work_bytes
 from equivax.precision import RetypeError, retype_value, retyped
 
-__all__ = ["Program", "block_until_compiled", "other_precision", "trace"]
+__all__ = ["Program", "block_until_compiled", "other_precision", "trace", "trace_alone"]
 
 
 def _flax_trace_error() -> type[Exception]:
@@ -63,6 +63,15 @@ def trace(kernel: Kernel, args: tuple[Any, ...]) -> tuple[Any, Any]:
                 "ordered=False"
             ) from err
         raise
+
+
+def trace_alone(kernel: Kernel, params: Any, x: Any) -> Any:
+    """The jaxpr of f alone on ``x`` (no elements, actions or statistics), or ``None`` when f does
+    not trace alone (the kernel's own trace then raises the error that says why)."""
+    try:
+        return jax.make_jaxpr(lambda p, v: kernel.fn(p, v))(params, x).jaxpr
+    except Exception:  # noqa: BLE001 - reported by the kernel's own trace
+        return None
 
 
 def hoisted(closed: Any) -> Any:
@@ -111,9 +120,20 @@ def _equations(jaxpr: Any) -> Iterator[Any]:
             yield from _equations(inner)
 
 
+_COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})
+#: Code equivax cannot read, which may jump anywhere.
+_OPAQUE = frozenset({"pure_callback", "io_callback", "ffi_call"})
+
+
+def _compares_floats(eqn: Any) -> bool:
+    return eqn.primitive.name in _COMPARISONS and any(_is_float(getattr(v.aval, "dtype", np.int32)) for v in eqn.invars)
+
+
 def _is_step(eqn: Any) -> bool:
-    if eqn.primitive.name in _STEPS:
+    if eqn.primitive.name in _STEPS or eqn.primitive.name in _OPAQUE:
         return True
+    if eqn.primitive.name == "while":  # a loop that stops at a tolerance: its trip count jumps
+        return any(_compares_floats(e) for e in _equations(eqn.params["cond_jaxpr"].jaxpr))
     if eqn.primitive.name != "convert_element_type" or not eqn.invars:
         return False
     source, target = eqn.invars[0].aval.dtype, eqn.params["new_dtype"]
@@ -203,7 +223,9 @@ def other_precision() -> Any:
 class Program:
     """A traced kernel, its compiled run in f's precision and (lazily) in other precisions."""
 
-    def __init__(self, kernel: Kernel, args: tuple[Any, ...], devices: Sequence[Any], traced: Any = None):
+    def __init__(
+        self, kernel: Kernel, args: tuple[Any, ...], devices: Sequence[Any], traced: Any = None, f_alone: Any = None
+    ):
         self.kernel = kernel
         self.count = len(args[2])
         self.multiple = kernel.shards * (kernel.chunk_size or 1)
@@ -213,7 +235,8 @@ class Program:
         if traced is None or len(args[2]) != len(padded[2]):
             traced = trace(kernel, padded)
         self.closed, self.out_shape = traced
-        self._f_args = jax.tree.map(_spec, (args[0], args[1]))  # to trace f alone (``steps``)
+        # f alone (its jaxpr, when the caller traced it, or what it takes to trace it): ``steps``
+        self._f_alone = f_alone if f_alone is not None else jax.tree.map(_spec, (args[0], args[1]))
         self.text = str(self.closed.jaxpr)  # what a fresh trace is compared with
         self.fingerprint: Any = None  # of the plain callable it was last traced from (see _traced)
         self.consts = list(self.closed.consts)
@@ -353,11 +376,8 @@ class Program:
         data on a threshold flips under any rounding. Read from a trace of f alone: the check's own
         statistics take an ``argmax`` of the errors, which says nothing about f. Should f not trace
         alone, the whole program answers (never blind, at worst one float64 run too many)."""
-        try:
-            jaxpr = jax.make_jaxpr(lambda p, v: self.kernel.fn(p, v))(*self._f_args).jaxpr
-        except Exception:  # noqa: BLE001 - the kernel traced, so f does; be safe regardless
-            jaxpr = self.closed.jaxpr
-        return any(_is_step(eqn) for eqn in _equations(jaxpr))
+        jaxpr = self._f_alone if isinstance(self._f_alone, jex.Jaxpr) else trace_alone(self.kernel, *self._f_alone)
+        return any(_is_step(eqn) for eqn in _equations(self.closed.jaxpr if jaxpr is None else jaxpr))
 
     @functools.cached_property
     def quantised(self) -> tuple[str, ...]:

@@ -153,3 +153,42 @@ def test_the_checks_own_argmax_does_not_make_a_smooth_model_pay_the_nudge(monkey
     assert result.ok and "float64" in result.methods and calls == [None], (result, calls)
     result, calls = _float64_runs(monkeypatch, binned, x, equivax.groups.rotations(), out_action=trivial)
     assert result.ok and calls == [None, None], (result, calls)  # its floor: the nudge runs too
+
+
+def _has_steps(f, x):
+    import jax
+
+    from equivax import _program
+
+    return any(_program._is_step(e) for e in _program._equations(jax.make_jaxpr(f)(x).jaxpr))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("tolerance loop", True),
+        ("counted loop", False),
+        ("cond on a float", True),
+        ("callback", True),
+        ("round", True),
+        ("smooth", False),
+        ("relu", False),
+        ("leaky where", False),
+    ],
+)
+def test_steps_are_thresholds_on_data_loops_that_stop_at_a_tolerance_and_opaque_code(name, expected):
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    programs = {
+        "tolerance loop": lambda v: lax.while_loop(lambda c: jnp.sum(c**2) > 1.0, lambda c: c * 0.5, v),
+        "counted loop": lambda v: lax.while_loop(lambda c: c[0] < 5, lambda c: (c[0] + 1, c[1] * 0.5), (0, v))[1],
+        "cond on a float": lambda v: lax.cond(jnp.sum(v) > 0, lambda u: u, lambda u: -u, v),
+        "callback": lambda v: jax.pure_callback(lambda a: a, jax.ShapeDtypeStruct(v.shape, v.dtype), v),
+        "round": jnp.round,
+        "smooth": lambda v: jnp.tanh(v) @ jnp.ones((3, 3)),
+        "relu": jax.nn.relu,
+        "leaky where": lambda v: jnp.where(v > 0, v, 0.1 * v),
+    }
+    assert _has_steps(programs[name], jnp.ones(3)) is expected
