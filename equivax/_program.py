@@ -120,20 +120,18 @@ def _equations(jaxpr: Any) -> Iterator[Any]:
             yield from _equations(inner)
 
 
-_COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})
+#: Comparisons that put a threshold on a value (equality tests are NaN checks, mostly).
+_COMPARISONS = frozenset({"lt", "le", "gt", "ge"})
 #: Code equivax cannot read, which may jump anywhere.
 _OPAQUE = frozenset({"pure_callback", "io_callback", "ffi_call"})
 
 
-def _compares_floats(eqn: Any) -> bool:
-    return eqn.primitive.name in _COMPARISONS and any(_is_float(getattr(v.aval, "dtype", np.int32)) for v in eqn.invars)
-
-
 def _is_step(eqn: Any) -> bool:
-    if eqn.primitive.name in _STEPS or eqn.primitive.name in _OPAQUE:
+    name = eqn.primitive.name
+    if name in _STEPS or name in _OPAQUE:
         return True
-    if eqn.primitive.name == "while":  # a loop that stops at a tolerance: its trip count jumps
-        return any(_compares_floats(e) for e in _equations(eqn.params["cond_jaxpr"].jaxpr))
+    if name in _COMPARISONS:  # a mask, a branch, a loop that stops at a tolerance: f may jump there
+        return any(_is_float(getattr(v.aval, "dtype", np.int32)) for v in eqn.invars)
     if eqn.primitive.name != "convert_element_type" or not eqn.invars:
         return False
     source, target = eqn.invars[0].aval.dtype, eqn.params["new_dtype"]

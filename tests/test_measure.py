@@ -173,10 +173,12 @@ def _has_steps(f, x):
         ("round", True),
         ("smooth", False),
         ("relu", False),
-        ("leaky where", False),
+        ("leaky where", True),
+        ("heaviside where", True),
+        ("nan guard", False),
     ],
 )
-def test_steps_are_thresholds_on_data_loops_that_stop_at_a_tolerance_and_opaque_code(name, expected):
+def test_steps_are_thresholds_on_floats_loops_that_stop_at_a_tolerance_and_opaque_code(name, expected):
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -189,6 +191,8 @@ def test_steps_are_thresholds_on_data_loops_that_stop_at_a_tolerance_and_opaque_
         "round": jnp.round,
         "smooth": lambda v: jnp.tanh(v) @ jnp.ones((3, 3)),
         "relu": jax.nn.relu,
-        "leaky where": lambda v: jnp.where(v > 0, v, 0.1 * v),
+        "leaky where": lambda v: jnp.where(v > 0, v, 0.1 * v),  # continuous, but equivax cannot tell
+        "heaviside where": lambda v: jnp.where(v > 0.5, 1.0, 0.0),
+        "nan guard": jax.nn.softplus,  # its only comparison is v != v
     }
     assert _has_steps(programs[name], jnp.ones(3)) is expected
