@@ -120,8 +120,12 @@ def _equations(jaxpr: Any) -> Iterator[Any]:
             yield from _equations(inner)
 
 
-#: Comparisons that put a threshold on a value (equality tests are NaN checks, mostly).
-_COMPARISONS = frozenset({"lt", "le", "gt", "ge"})
+#: Comparisons that put a threshold on a value (equality tests are NaN checks, mostly); the
+#: total orders are what ``searchsorted`` compares with.
+_COMPARISONS = frozenset({"lt", "le", "gt", "ge", "lt_to", "le_to", "gt_to", "ge_to"})
+#: Operations whose result jumps where floating values cross: a remainder wraps (periodic
+#: boundaries), a sort that carries other operands (``argsort``) or ``top_k`` picks indices.
+_ORDERS = frozenset({"rem", "top_k"})
 #: Code equivax cannot read, which may jump anywhere.
 _OPAQUE = frozenset({"pure_callback", "io_callback", "ffi_call"})
 
@@ -130,8 +134,11 @@ def _is_step(eqn: Any) -> bool:
     name = eqn.primitive.name
     if name in _STEPS or name in _OPAQUE:
         return True
-    if name in _COMPARISONS:  # a mask, a branch, a loop that stops at a tolerance: f may jump there
-        return any(_is_float(getattr(v.aval, "dtype", np.int32)) for v in eqn.invars)
+    floats = any(_is_float(getattr(v.aval, "dtype", np.int32)) for v in eqn.invars)
+    if name in _COMPARISONS or name in _ORDERS:  # a mask, a branch, a tolerance, a wrap: f may jump
+        return floats
+    if name == "sort":
+        return floats and len(eqn.invars) > 1
     if eqn.primitive.name != "convert_element_type" or not eqn.invars:
         return False
     source, target = eqn.invars[0].aval.dtype, eqn.params["new_dtype"]

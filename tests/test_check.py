@@ -588,6 +588,26 @@ def test_histogram_counts_of_distances_on_bin_edges_are_not_called_broken():
         assert "broken" not in equivax.check(g, grid, rotations, on_points, actions.trivial()).verdicts
 
 
+def test_a_radius_cutoff_on_lattice_points_is_not_called_broken(monkeypatch):
+    """A hard cutoff written with ``jnp.where`` (a radius graph) on points of a 1/8 lattice:
+    squared distances sit exactly on the cutoff, and a rotation moves some across in float64 as in
+    float32. The comparison is a threshold, so the nudge of x runs and sets those examples aside;
+    without it (the comparison not read as one) the same check calls the model broken."""
+    from equivax import _program
+
+    def radius_graph(p):
+        d2 = jnp.sum((p[:, :, None] - p[:, None]) ** 2, -1)
+        return jnp.sum(jnp.where(d2 < 9 / 64, jnp.exp(-d2), 0.0), axis=-1)
+
+    lattice = jnp.asarray(np.random.default_rng(0).integers(-4, 5, (3, 32, 3)) / 8.0, jnp.float32)
+    args = (lattice, equivax.matrix_groups.sampled_so3(8), equivax.fields.channels(equivax.fields.vector(3)))
+    result = equivax.check(radius_graph, *args, actions.trivial())
+    assert "broken" not in result.verdicts, result.summary()
+    monkeypatch.setattr(_program, "_COMPARISONS", frozenset())
+    equivax.clear_cache()
+    assert "broken" in equivax.check(radius_graph, *args, actions.trivial()).verdicts
+
+
 def test_a_chaotic_output_beside_a_broken_one_says_to_split_them():
     """(a head with a planted 1e-3 bias, a chaotic map of an invariant): measured as one, the chaotic
     output amplifies the float32 rotations' rounding as far as the head's bug goes, and the result

@@ -176,6 +176,12 @@ def _has_steps(f, x):
         ("leaky where", True),
         ("heaviside where", True),
         ("nan guard", False),
+        ("argsort", True),
+        ("sorted values", False),
+        ("top_k", True),
+        ("periodic wrap", True),
+        ("searchsorted", True),
+        ("integer remainder", False),
     ],
 )
 def test_steps_are_thresholds_on_floats_loops_that_stop_at_a_tolerance_and_opaque_code(name, expected):
@@ -194,5 +200,11 @@ def test_steps_are_thresholds_on_floats_loops_that_stop_at_a_tolerance_and_opaqu
         "leaky where": lambda v: jnp.where(v > 0, v, 0.1 * v),  # continuous, but equivax cannot tell
         "heaviside where": lambda v: jnp.where(v > 0.5, 1.0, 0.0),
         "nan guard": jax.nn.softplus,  # its only comparison is v != v
+        "argsort": lambda v: jnp.argsort(v).astype(v.dtype),  # nearest neighbours by distance
+        "sorted values": jnp.sort,  # continuous in v
+        "top_k": lambda v: lax.top_k(v, 2)[0],
+        "periodic wrap": lambda v: jnp.mod(v, 1.0),  # periodic boundary conditions
+        "searchsorted": lambda v: jnp.searchsorted(jnp.asarray([0.1, 0.5], v.dtype), v).astype(v.dtype),
+        "integer remainder": lambda v: v * (jnp.arange(3) % 2),
     }
     assert _has_steps(programs[name], jnp.ones(3)) is expected
