@@ -14,7 +14,7 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -247,7 +247,7 @@ class Program:
         self.consts = list(self.closed.consts)
         self.out_tree = jax.tree.structure(self.out_shape)
         self.run = Tiered(jex.jaxpr_as_fun(hoisted(self.closed)), work_bytes(self.closed.jaxpr))
-        self._other: dict[Any, concurrent.futures.Future] = {}  # per precision: (jitted, executable)
+        self._other: dict[Any, concurrent.futures.Future] = {}  # per precision: its Tiered program
         self.literal_eps = 0.0  # of the rounded literals in the program (known once it is retyped)
 
     @property
@@ -273,18 +273,18 @@ class Program:
         """Run in f's precision with these closed-over values (those of the latest trace)."""
         return self._finish(self.run(*self.flat_args(consts, args)), len(args[2]))
 
-    def _retyped(self, float_dtype: Any, move_literals: tuple[int, bool] | None = None) -> tuple[Any, Any]:
-        """The jitted program in ``float_dtype`` (its rounded literals moved by ``move_literals``)
-        and, when it was compiled ahead (``prepare``), its executable; raises ``RetypeError`` for a
-        program that cannot run in another precision."""
+    def _retyped(self, float_dtype: Any, move_literals: tuple[int, bool] | None = None) -> Tiered:
+        """The program in ``float_dtype`` (its rounded literals moved by ``move_literals``), compiled
+        already when ``prepare`` compiled it ahead; raises ``RetypeError`` for a program that cannot
+        run in another precision."""
         key = (np.dtype(float_dtype).name, move_literals)
         if key not in self._other:
             future: concurrent.futures.Future = concurrent.futures.Future()
-            future.set_result((self._jitted(float_dtype, move_literals), None))
+            future.set_result(self._jitted(float_dtype, move_literals))
             self._other[key] = future
         return self._other[key].result()
 
-    def _jitted(self, float_dtype: Any, move_literals: tuple[int, bool] | None = None) -> Callable[..., Any]:
+    def _jitted(self, float_dtype: Any, move_literals: tuple[int, bool] | None = None) -> Tiered:
         fn = retyped(hoisted(self.closed), float_dtype, move_literals)
         if fn.fixed_precision:
             raise RetypeError(
@@ -319,8 +319,8 @@ class Program:
             try:
                 with other_precision():
                     jitted = self._jitted(float_dtype)
-                    specs = [spec(v) for v in (*self.closed.jaxpr.constvars, *self.closed.jaxpr.invars)]
-                    future.set_result((jitted, jitted.lower(*specs).compile()))
+                    jitted.ahead(*[spec(v) for v in (*self.closed.jaxpr.constvars, *self.closed.jaxpr.invars)])
+                    future.set_result(jitted)
             except BaseException as err:  # noqa: BLE001 - handed to the run that needs it
                 future.set_exception(err)
 
@@ -344,9 +344,9 @@ class Program:
         moves them the other way), and so are the program's rounded literals (``math.sqrt(3)``
         traced in float32), which takes a program compiled for those values.
         """
-        run, compiled = self._retyped(float_dtype)
+        run = self._retyped(float_dtype)
         if seed is not None and self.literal_eps > 0:
-            run, compiled = self._retyped(float_dtype, (seed, flip))
+            run = self._retyped(float_dtype, (seed, flip))
         # Always the whole element axis, the chosen elements first and the first repeated after
         # them: one program in the other precision however many elements a call re-runs.
         count = len(elements)
@@ -367,11 +367,6 @@ class Program:
         ]
         device = other_precision_device()
         placed = self.placement.place(leaves) if device is None else jax.device_put(leaves, device)
-        if compiled is not None:
-            try:
-                return self._finish(compiled(*placed), count)
-            except (TypeError, ValueError):  # placed unlike the ahead-of-time guess: jit decides
-                pass
         return self._finish(run(*placed), count)
 
     @functools.cached_property

@@ -207,3 +207,17 @@ def test_threads_calling_one_program_compile_it_once(tiered):
     for out in outs:
         np.testing.assert_allclose(out, [np.tanh(0.5) * 3] * 2, rtol=1e-6)
     assert program.tier in ("quick", "full") and len(lowerings) == 1, (program.tier, lowerings)
+
+
+@pytest.mark.parametrize("quick", ["1", "0"])
+def test_a_program_compiled_ahead_is_the_one_its_first_call_would_compile(tiered, quick):
+    tiered.setenv("EQUIVAX_QUICK_COMPILE", quick)
+    lowerings = []
+    real = _xla._Jit.lower
+    tiered.setattr(_xla._Jit, "lower", lambda self, *a: lowerings.append(1) or real(self, *a))
+    args = (jnp.float32(0.5), jnp.ones((2, 3), jnp.float32))
+    program = _xla.Tiered(_scaled_sum, 1)
+    program.ahead(*[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args])
+    assert program.tier == ("quick" if quick == "1" else "full") and len(lowerings) == 1
+    np.testing.assert_allclose(program(*args), [np.tanh(0.5) * 3] * 2, rtol=1e-6)
+    assert len(lowerings) == 1  # the call ran what was compiled ahead
