@@ -139,7 +139,7 @@ def _is_step(eqn: Any) -> bool:
         return floats
     if name == "sort":
         return floats and len(eqn.invars) > 1
-    if eqn.primitive.name != "convert_element_type" or not eqn.invars:
+    if name != "convert_element_type" or not eqn.invars:
         return False
     source, target = eqn.invars[0].aval.dtype, eqn.params["new_dtype"]
     return (_is_float(source) and not _is_float(target)) or (source == np.bool_ and target != np.bool_)
@@ -240,8 +240,8 @@ class Program:
         if traced is None or len(args[2]) != len(padded[2]):
             traced = trace(kernel, padded)
         self.closed, self.out_shape = traced
-        # f alone (its jaxpr, when the caller traced it, or what it takes to trace it): ``steps``
-        self._f_alone = f_alone if f_alone is not None else jax.tree.map(_spec, (args[0], args[1]))
+        # f alone, for ``steps``: its jaxpr when the caller traced it, else the shapes to trace it
+        self._f_alone, self._f_specs = f_alone, jax.tree.map(_spec, (args[0], args[1]))
         self.text = str(self.closed.jaxpr)  # what a fresh trace is compared with
         self.fingerprint: Any = None  # of the plain callable it was last traced from (see _traced)
         self.consts = list(self.closed.consts)
@@ -376,7 +376,7 @@ class Program:
         data on a threshold flips under any rounding. Read from a trace of f alone: the check's own
         statistics take an ``argmax`` of the errors, which says nothing about f. Should f not trace
         alone, the whole program answers (never blind, at worst one float64 run too many)."""
-        jaxpr = self._f_alone if isinstance(self._f_alone, jex.Jaxpr) else trace_alone(self.kernel, *self._f_alone)
+        jaxpr = self._f_alone if self._f_alone is not None else trace_alone(self.kernel, *self._f_specs)
         return any(_is_step(eqn) for eqn in _equations(self.closed.jaxpr if jaxpr is None else jaxpr))
 
     @functools.cached_property
