@@ -24,7 +24,7 @@ from jax.extend import core as jex
 
 from equivax._kernel import TRACER_ERRORS, Kernel, unpacked
 from equivax._sharding import Placement
-from equivax._xla import Tiered, work_bytes
+from equivax._xla import FULL_COMPILE, Tiered, work_bytes
 from equivax.precision import RetypeError, retype_value, retyped
 
 __all__ = ["Program", "block_until_compiled", "other_precision", "trace", "trace_alone"]
@@ -188,6 +188,22 @@ def other_precision_device() -> Any:
     return None
 
 
+def _patches_on() -> bool:
+    """Whether a float64 re-run computes its widened convolutions as patches and a matrix product
+    (``equivax._patches``): where it runs on CPU, unless ``EQUIVAX_CONV_PATCHES=0``."""
+    if os.environ.get("EQUIVAX_CONV_PATCHES", "1").lower() in ("0", "false", "no", "off", ""):
+        return False
+    device = other_precision_device()
+    return (device.platform if device is not None else jax.default_backend()) == "cpu"
+
+
+#: How many quick compiles a float64 re-run with patch convolutions takes to compile at XLA's
+#: default level (``Tiered``): measured 4.2 (0.96 s against 0.23 s for benchmarks/first_verdict.py's
+#: residual network), against about 2 for other programs; its level-0 run is as fast as XLA's own
+#: float64 convolution at the default level.
+PATCHED_COMPILE = 4.0
+
+
 #: Compilations started ahead on a background thread and not yet finished.
 _PENDING: set[concurrent.futures.Future] = set()
 
@@ -285,14 +301,16 @@ class Program:
         return self._other[key].result()
 
     def _jitted(self, float_dtype: Any, move_literals: tuple[int, bool] | None = None) -> Tiered:
-        fn = retyped(hoisted(self.closed), float_dtype, move_literals)
+        patches = _patches_on()
+        fn = retyped(hoisted(self.closed), float_dtype, move_literals, patches=patches)
         if fn.fixed_precision:
             raise RetypeError(
                 f"f calls foreign code ({', '.join(sorted(fn.fixed_precision))}) that computes in its declared "
                 "precision, so another precision cannot resolve its rounding"
             )
         self.literal_eps = max(self.literal_eps, fn.literal_eps)
-        return Tiered(fn, work_bytes(self.closed.jaxpr, float_dtype))
+        work = work_bytes(self.closed.jaxpr, float_dtype, patches)
+        return Tiered(fn, work, PATCHED_COMPILE if fn.patched else FULL_COMPILE)
 
     def prepare(self, float_dtype: Any) -> None:
         """Start compiling the program in ``float_dtype`` on a background thread, so XLA compiles

@@ -34,7 +34,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex
 
-__all__ = ["COMPILER_OPTIONS", "QUICK_BYTES", "QUICK_OPTIONS", "Tiered", "compiler_options", "jit", "work_bytes"]
+from equivax import _patches
+
+__all__ = [
+    "COMPILER_OPTIONS",
+    "FULL_COMPILE",
+    "QUICK_BYTES",
+    "QUICK_OPTIONS",
+    "Tiered",
+    "compiler_options",
+    "jit",
+    "work_bytes",
+]
 
 #: XLA options for equivax's own programs (see the module's docstring).
 COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
@@ -43,12 +54,14 @@ COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
 #: Options of the first, quick compile (``Tiered``), on top of ``COMPILER_OPTIONS``.
 QUICK_OPTIONS: dict[str, Any] = {"xla_backend_optimization_level": 0}
 
-#: Programs whose loops make more than this (``work_bytes``) skip the quick tier: at level 0 they
-#: would run longer than the compile saves. Measured on CPU (benchmarks/first_verdict.py and
-#: check_vs_forward.py): level 0 added 0.14 s to the run of a 480 MiB check and saved about 0.2 s
-#: of compile; the P4CNN report (2 GiB) ran slower by more than its compile saved; checks of 2-75
-#: MiB gained 0.1-0.3 s each.
+#: Programs whose loops make more than this (``work_bytes``) per quick compile saved skip the quick
+#: tier: at level 0 they would run longer than the compile saves. Measured on CPU
+#: (benchmarks/first_verdict.py and check_vs_forward.py): level 0 added 0.14 s to the run of a 480
+#: MiB check and saved about 0.2 s of compile; the P4CNN report (2 GiB) ran slower by more than its
+#: compile saved; checks of 2-75 MiB gained 0.1-0.3 s each.
 QUICK_BYTES = 128 * 2**20
+#: How many quick compiles a compile at the default level takes, for most programs (``Tiered``).
+FULL_COMPILE = 2.0
 
 
 @functools.cache
@@ -113,13 +126,14 @@ def _window(eqn: Any) -> int:
     return _HEAVY if eqn.primitive.name.startswith("cum") else 1
 
 
-def work_bytes(jaxpr: Any, float_dtype: Any = None) -> float:
+def work_bytes(jaxpr: Any, float_dtype: Any = None, patches: bool = False) -> float:
     """Bytes of the arrays a program's own loops make, a proxy for the time they take at a low
     optimisation level: ``_LIBRARY`` calls count nothing in the dtypes a library runs and without
     bound in others (XLA's float64 convolution at level 0 is 15-18 times slower), a windowed
     reduction counts once per window entry, a loop's body once per trip where the trip count is
     known (``scan``). ``float_dtype``: count the program with its floating values in that dtype
-    (its re-run in another precision)."""
+    (its re-run in another precision); ``patches``: its convolutions widened to float64 run as
+    patches and a matrix product (``equivax._patches``), whose patch arrays count."""
     total = 0.0
     for eqn in jaxpr.eqns:
         for var in eqn.outvars:
@@ -131,28 +145,35 @@ def work_bytes(jaxpr: Any, float_dtype: Any = None) -> float:
                 dtype = np.dtype(np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else float_dtype)
             if eqn.primitive.name in _LIBRARY:
                 if dtype not in _LIBRARY_DTYPES and eqn.primitive.name == "conv_general_dilated":
-                    return math.inf
+                    if not (patches and _patches.rewrites(eqn, float_dtype)):
+                        return math.inf
+                    lhs, rhs = (v.aval for v in eqn.invars)
+                    total += _patches.patch_bytes(eqn.params, lhs.shape, rhs.shape, dtype.itemsize)
                 continue
             weight = _window(eqn) * (_HEAVY if dtype == np.float16 else 1)
             total += int(np.prod(getattr(var.aval, "shape", ()))) * dtype.itemsize * weight
         trips = int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else 1
         for inner in jex.jaxprs_in_params(eqn.params):
-            total += trips * work_bytes(inner, float_dtype)
+            total += trips * work_bytes(inner, float_dtype, patches)
     return total
 
 
 class Tiered:
-    """A program compiled quickly for its first run and fully once its runs have cost that compile.
+    """A program compiled quickly for its first run and fully once its runs have cost what that saved.
 
-    ``work``: the bytes its loops make (``work_bytes``); the quick tier is for programs on CPU up
-    to ``QUICK_BYTES``. Calls take the same flat arguments, placed the same way, every time; an
-    executable that refuses them (another placement) hands over to ``jax.jit`` for good. Safe to
-    call from several threads: one of them compiles, the others wait for it.
+    ``work``: the bytes its loops make (``work_bytes``). ``full_compile``: how many quick compiles
+    its compile at the default level takes, so the quick tier saves ``full_compile - 1`` of them.
+    The quick tier is for programs on CPU whose loops make at most ``QUICK_BYTES`` per quick compile
+    saved, and it is left once their runs have cost as many quick compiles. Calls take the same
+    flat arguments, placed the same way, every time; an executable that refuses them (another
+    placement) hands over to ``jax.jit`` for good. Safe to call from several threads: one of them
+    compiles, the others wait for it.
     """
 
-    def __init__(self, fn: Callable[..., Any], work: float):
+    def __init__(self, fn: Callable[..., Any], work: float, full_compile: float = FULL_COMPILE):
         self._jit = _Jit(fn, {})
-        self._quick = work <= QUICK_BYTES and jax.default_backend() == "cpu"
+        self._saved = full_compile - 1  # quick compiles the quick tier saves
+        self._quick = work <= self._saved * QUICK_BYTES and jax.default_backend() == "cpu"
         self._lock = threading.Lock()
         self._lowered: Any = None
         self._executable: Any = None
@@ -189,7 +210,7 @@ class Tiered:
     def _upgrade(self, seconds: float) -> None:
         with self._lock:
             self._spent += seconds
-            if self.tier == "quick" and self._spent >= self._budget:
+            if self.tier == "quick" and self._spent >= self._saved * self._budget:
                 self._executable, self._lowered, self.tier = self._lowered.compile(), None, "full"
 
     def __call__(self, *args: Any) -> Any:

@@ -49,6 +49,7 @@ from jax.extend import core as jex
 from jax.extend.core import primitives as jprims
 from jax.ref import AbstractRef
 
+from equivax import _patches
 from equivax._rerun_rules import (
     DROPPED,
     PINNED,
@@ -126,8 +127,10 @@ class _Retyper:
     stays one function and JAX's caches keyed on it keep working.
     """
 
-    def __init__(self, float_dtype: np.dtype, move_literals: tuple[int, bool] | None = None):
+    def __init__(self, float_dtype: np.dtype, move_literals: tuple[int, bool] | None = None, patches: bool = False):
         self.float_dtype = float_dtype
+        self.patches = patches  # widened convolutions as patches and a matrix product
+        self.patched = 0  # convolutions so rewritten
         self._memo: dict[int, tuple[Any, Any]] = {}
         self.fixed_precision: set[str] = set()  # foreign code left computing in its own precision
         self.move_literals = move_literals  # (seed, flip): inexact literals moved by half an ulp
@@ -236,6 +239,11 @@ class _Retyper:
             self._while(eqn, invars, env, out)
         elif name in PINNED:
             self._pinned(eqn, invars, env, out)
+        elif self.patches and _patches.rewrites(eqn, self.float_dtype):
+            lhs, rhs = (self.aval(v.aval) for v in eqn.invars)
+            params = {k: self.param(v) for k, v in eqn.params.items()}
+            self._call(eqn, invars, env, out, _patches.traced(params, lhs, rhs), jex.no_effects)
+            self.patched += 1
         elif name in PRIMAL and PRIMAL[name] in eqn.params:
             program = self.closed(_as_closed(eqn.params[PRIMAL[name]]))
             self._call(eqn, invars, env, out, program, _renamed(eqn.effects, env))
@@ -335,7 +343,7 @@ def _holds_programs(params: dict) -> bool:
 
 
 def retyped(
-    closed_jaxpr: Any, float_dtype: Any, move_literals: tuple[int, bool] | None = None
+    closed_jaxpr: Any, float_dtype: Any, move_literals: tuple[int, bool] | None = None, *, patches: bool = False
 ) -> Callable[..., Sequence[Any]]:
     """A function evaluating ``closed_jaxpr`` with all floating values in ``float_dtype``.
 
@@ -354,6 +362,10 @@ def retyped(
     of them by half an ulp of its own precision, with a seeded sign per magnitude (the opposite
     signs with ``flip``), as ``equivax._program.perturbed`` moves stored arrays.
 
+    ``patches=True`` computes each convolution widened to float64 as patches of its input and one
+    matrix product (``equivax._patches``): on CPU, XLA's float64 convolution is a slow loop of its
+    own while its float64 matrix product is a library call. ``patched`` counts them.
+
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> w = jnp.float32(1e-8)
@@ -363,7 +375,7 @@ def retyped(
       True
     """
     float_dtype = np.dtype(float_dtype)
-    retyper = _Retyper(float_dtype, move_literals)
+    retyper = _Retyper(float_dtype, move_literals, patches)
     program = retyper.open(closed_jaxpr.jaxpr)
     consts = list(closed_jaxpr.consts)
 
@@ -374,4 +386,5 @@ def retyped(
 
     run.fixed_precision = frozenset(retyper.fixed_precision)  # type: ignore[attr-defined]
     run.literal_eps = retyper.literal_eps  # type: ignore[attr-defined]
+    run.patched = retyper.patched  # type: ignore[attr-defined]
     return run

@@ -326,7 +326,7 @@ def test_user_float64_input_is_decided_by_a_float32_rerun():
 def test_no_second_precision_is_undecided_never_a_pass(monkeypatch):
     from equivax.precision import RetypeError
 
-    def refuse(closed, dtype, move_literals=None):
+    def refuse(closed, dtype, move_literals=None, patches=False):
         raise RetypeError("primitive 'mystery' carries a program that cannot be re-typed")
 
     monkeypatch.setattr(importlib.import_module("equivax._program"), "retyped", refuse)

@@ -119,6 +119,25 @@ def test_the_quick_tier_is_skipped_when_off_pinned_or_too_big(tiered, env, work)
     assert program.tier == "jit"
 
 
+def test_a_program_whose_full_compile_costs_more_quick_compiles_stays_quick_for_more_work_and_longer(tiered):
+    # Shapes no other test compiles: a quick compile loaded from the suite's cache takes less time
+    # than the first run, which upgrades the program at once.
+    args = (jnp.float32(2.0), jnp.ones((3, 7), jnp.float32))
+    assert _xla.Tiered(_scaled_sum, 2 * _xla.QUICK_BYTES).tier is None
+    plain = _xla.Tiered(_scaled_sum, 2 * _xla.QUICK_BYTES)
+    plain(*args)
+    assert plain.tier == "jit"  # saves one quick compile: QUICK_BYTES of work at most
+    costly = _xla.Tiered(_scaled_sum, 2 * _xla.QUICK_BYTES, full_compile=4.0)
+    costly(*args)
+    assert costly.tier == "quick"  # saves three
+    costly._budget, costly._spent = 1.0, 0.0
+    costly._upgrade(2.9)
+    assert costly.tier == "quick"
+    costly._upgrade(0.2)  # its runs have now cost three quick compiles
+    assert costly.tier == "full"
+    np.testing.assert_allclose(costly(*args), jax.jit(_scaled_sum)(*args), rtol=1e-6)
+
+
 def test_arguments_unlike_the_first_call_hand_over_to_jit(tiered):
     program = _xla.Tiered(_scaled_sum, 1)
     np.testing.assert_allclose(program(jnp.float32(1.0), jnp.ones((2, 3), jnp.float32)), [np.tanh(1.0) * 3] * 2)
