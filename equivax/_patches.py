@@ -1,8 +1,8 @@
 """Float64 convolutions written as a matrix product, for the float64 re-run on CPU.
 
 XLA on CPU hands float32 convolutions to a library but emits float64 ones as loops of its own,
-whose speed varies with the channels: with 6-16 input and up to 16 output channels (the widths of
-small test models) they run 2-7 times longer than the same sums written as a float64 matrix
+whose speed varies with the channels: with 1 or 6-16 input and up to 16 output channels (the
+widths of small test models) they mostly run 1-7 times longer than the same sums written as a float64 matrix
 product, a library call, and the program holding them compiles slowly. ``patches_conv`` computes
 such a convolution (stride 1) with one ``dot_general``: every padded input position times every
 tap's kernel, then, for each tap, those products shifted by the tap's offset in the flattened
@@ -25,15 +25,27 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["CHANNELS", "MAX_TAPS", "PATCH_BYTES", "applies", "patch_bytes", "patches_conv", "rewrites", "traced"]
+__all__ = [
+    "IN_CHANNELS",
+    "MAX_TAPS",
+    "OUT_CHANNELS",
+    "PATCH_BYTES",
+    "applies",
+    "patch_bytes",
+    "patches_conv",
+    "rewrites",
+    "traced",
+]
 
 #: Kernels with more taps than this keep XLA's convolution: each tap is one term of a sum.
 MAX_TAPS = 64
-#: The channels per group where the products beat XLA's float64 convolution on CPU: input
-#: channels from 6 to 16, output channels up to 16 (0.14-0.8 of its run time, median about 0.4, at
-#: 4-32 examples of 16-56 pixels; with 24 or more output channels they take 2-3 times as long).
-#: Measured for 3x3 kernels, stride 1 (benchmarks/README.md, "Float64 convolutions").
-CHANNELS = ((6, 16), 16)
+#: The channels per group where the products beat XLA's float64 convolution on CPU: one input
+#: channel (a stem on grey images) or 6 to 16, and up to 16 output channels. There the products took
+#: 0.14-1.1 of its run time (median about 0.4) at 2-32 examples of 16-56 pixels; with 2-4 input
+#: channels, or 24 or more output channels, up to 7 times as long. Measured for 3x3 kernels
+#: (benchmarks/README.md, "Float64 convolutions").
+IN_CHANNELS = frozenset({1, *range(6, 17)})
+OUT_CHANNELS = 16
 #: Convolutions whose products (``patch_bytes``: the taps times the padded input) are larger
 #: than this keep XLA's convolution: the memory of a chunk stays bounded.
 PATCH_BYTES = 256 * 2**20
@@ -51,8 +63,8 @@ def _out_sizes(params: dict[str, Any], lhs_shape: tuple[int, ...], rhs_shape: tu
 
 def applies(params: dict[str, Any], lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], itemsize: int) -> bool:
     """Whether ``patches_conv`` takes this convolution (in a dtype of ``itemsize`` bytes): stride 1,
-    no input dilation, one batch group, the channels in ``CHANNELS``, at most ``MAX_TAPS`` taps and
-    ``PATCH_BYTES`` of products."""
+    no input dilation, one batch group, channels in ``IN_CHANNELS`` and up to ``OUT_CHANNELS``, at
+    most ``MAX_TAPS`` taps and ``PATCH_BYTES`` of products."""
     if params.get("dimension_numbers") is None or params.get("batch_group_count", 1) != 1:
         return False
     if any(s != 1 for s in params["window_strides"]) or any(d != 1 for d in params["lhs_dilation"]):
@@ -60,8 +72,7 @@ def applies(params: dict[str, Any], lhs_shape: tuple[int, ...], rhs_shape: tuple
     lhs_spec, rhs_spec, _ = params["dimension_numbers"]
     groups = params["feature_group_count"]
     c_in, c_out = lhs_shape[lhs_spec[1]] // groups, rhs_shape[rhs_spec[0]] // groups
-    (low, high), out_high = CHANNELS
-    if not (low <= c_in <= high and c_out <= out_high):
+    if c_in not in IN_CHANNELS or c_out > OUT_CHANNELS:
         return False
     taps = math.prod(rhs_shape[d] for d in rhs_spec[2:])
     if taps > MAX_TAPS or min(_out_sizes(params, lhs_shape, rhs_shape), default=1) <= 0:

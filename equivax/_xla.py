@@ -22,7 +22,6 @@ default level (``QUICK_BYTES``), and ``EQUIVAX_QUICK_COMPILE=0`` switches the fi
 from __future__ import annotations
 
 import functools
-import math
 import os
 import threading
 import time
@@ -115,6 +114,10 @@ def _quick_tier() -> bool:
 #: Operations XLA on CPU hands to a library in these dtypes, as fast at any optimisation level.
 _LIBRARY = frozenset({"conv_general_dilated", "dot_general"})
 _LIBRARY_DTYPES = frozenset({np.dtype(np.float32), np.dtype(jnp.bfloat16), np.dtype(np.complex64)})
+#: A convolution XLA emits as its own loop (float64 on CPU) counts this many bytes per multiply-add:
+#: at level 0 one takes about 6 ns (a float64 residual network: 2.5 s against 0.2 s at the default
+#: level), 22 times what a byte of the programs' other loops costs there (benchmarks/README.md).
+_CONV_LOOP = 24
 #: Windowed reductions (pooling, cumulative sums) and half-precision arithmetic run as loops that
 #: level 0 leaves 5-50 times slower (benchmarks/README.md): their bytes count this many times.
 _HEAVY = 16
@@ -128,8 +131,9 @@ def _window(eqn: Any) -> int:
 
 def work_bytes(jaxpr: Any, float_dtype: Any = None, patches: bool = False) -> float:
     """Bytes of the arrays a program's own loops make, a proxy for the time they take at a low
-    optimisation level: ``_LIBRARY`` calls count nothing in the dtypes a library runs and without
-    bound in others (XLA's float64 convolution at level 0 is 15-18 times slower), a windowed
+    optimisation level: ``_LIBRARY`` calls count nothing in the dtypes a library runs, a convolution
+    in another dtype (XLA's float64 convolution at level 0 is 15-18 times slower) ``_CONV_LOOP``
+    bytes per multiply-add, a windowed
     reduction counts once per window entry, a loop's body once per trip where the trip count is
     known (``scan``). ``float_dtype``: count the program with its floating values in that dtype
     (its re-run in another precision); ``patches``: its convolutions widened to float64 run as
@@ -145,10 +149,12 @@ def work_bytes(jaxpr: Any, float_dtype: Any = None, patches: bool = False) -> fl
                 dtype = np.dtype(np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else float_dtype)
             if eqn.primitive.name in _LIBRARY:
                 if dtype not in _LIBRARY_DTYPES and eqn.primitive.name == "conv_general_dilated":
-                    if not (patches and _patches.rewrites(eqn, float_dtype)):
-                        return math.inf
                     lhs, rhs = (v.aval for v in eqn.invars)
-                    total += _patches.patch_bytes(eqn.params, lhs.shape, rhs.shape, dtype.itemsize)
+                    if patches and _patches.rewrites(eqn, float_dtype):
+                        total += _patches.patch_bytes(eqn.params, lhs.shape, rhs.shape, dtype.itemsize)
+                    else:  # XLA's own loop: one multiply-add per output, tap and input channel
+                        out_features = rhs.shape[eqn.params["dimension_numbers"].rhs_spec[0]]
+                        total += var.aval.size * (rhs.size // out_features) * _CONV_LOOP
                 continue
             weight = _window(eqn) * (_HEAVY if dtype == np.float16 else 1)
             total += int(np.prod(getattr(var.aval, "shape", ()))) * dtype.itemsize * weight

@@ -70,7 +70,7 @@ def test_patches_compute_xlas_float64_convolution(case):
     [
         ((2, 9, 9, 8), (3, 3, 8, 8), dict(window_strides=(2, 2), padding="SAME")),
         ((2, 9, 9, 8), (3, 3, 8, 8), dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), lhs_dilation=(2, 1))),
-        ((2, 9, 9, 3), (3, 3, 3, 8), dict(window_strides=(1, 1), padding="SAME")),  # few input channels
+        ((2, 9, 9, 3), (3, 3, 3, 8), dict(window_strides=(1, 1), padding="SAME")),  # 2-5 input channels
         ((2, 9, 9, 8), (3, 3, 8, 32), dict(window_strides=(1, 1), padding="SAME")),  # many output channels
         ((2, 12, 12, 8), (9, 9, 8, 8), dict(window_strides=(1, 1), padding="SAME")),  # 81 taps
     ],
@@ -134,7 +134,7 @@ def test_work_bytes_counts_the_products_of_a_patched_rerun():
     jaxpr = jax.make_jaxpr(
         lambda v: lax.conv_general_dilated(v, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     )(x).jaxpr
-    assert _xla.work_bytes(jaxpr, np.float64) == float("inf")  # XLA's float64 convolution
+    assert _xla.work_bytes(jaxpr, np.float64) == 2 * 8 * 8 * 8 * 72 * _xla._CONV_LOOP  # XLA's own loop
     assert _xla.work_bytes(jaxpr, np.float64, patches=True) == 2 * 10 * 10 * 9 * 8 * 8
     assert _xla.work_bytes(jaxpr, patches=True) == 0  # float32: a library call either way
 

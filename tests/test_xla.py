@@ -182,14 +182,15 @@ def test_verdicts_agree_in_both_tiers(tiered):
     assert quick[0].ok and not quick[1].ok
 
 
-def test_work_bytes_weighs_pooling_windows_and_refuses_float64_convolutions():
+def test_work_bytes_weighs_pooling_windows_and_float64_convolutions():
     x = jnp.ones((2, 8, 8, 3), jnp.float32)
     w = jnp.ones((3, 3, 3, 3), jnp.float32)
     conv = jax.make_jaxpr(
         lambda v: jax.lax.conv_general_dilated(v, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     )(x).jaxpr
     assert _xla.work_bytes(conv) == 0  # float32: a library call
-    assert _xla.work_bytes(conv, np.float64) == float("inf")  # its float64 re-run: XLA's own loops
+    # Its float64 re-run: XLA's own loop, weighed per multiply-add (2 x 8 x 8 x 3 outputs, 27 each).
+    assert _xla.work_bytes(conv, np.float64) == 2 * 8 * 8 * 3 * 27 * _xla._CONV_LOOP
     pool = jax.make_jaxpr(
         lambda v: jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
     )(x).jaxpr
