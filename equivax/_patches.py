@@ -72,7 +72,7 @@ def applies(params: dict[str, Any], lhs_shape: tuple[int, ...], rhs_shape: tuple
     lhs_spec, rhs_spec, _ = params["dimension_numbers"]
     groups = params["feature_group_count"]
     c_in, c_out = lhs_shape[lhs_spec[1]] // groups, rhs_shape[rhs_spec[0]] // groups
-    if c_in not in IN_CHANNELS or c_out > OUT_CHANNELS:
+    if c_in not in IN_CHANNELS or c_out > OUT_CHANNELS or c_in * c_out == 1:  # one channel: XLA's is faster
         return False
     taps = math.prod(rhs_shape[d] for d in rhs_spec[2:])
     if taps > MAX_TAPS or min(_out_sizes(params, lhs_shape, rhs_shape), default=1) <= 0:
