@@ -67,6 +67,8 @@ def applies(params: dict[str, Any], lhs_shape: tuple[int, ...], rhs_shape: tuple
     most ``MAX_TAPS`` taps and ``PATCH_BYTES`` of products."""
     if params.get("dimension_numbers") is None or params.get("batch_group_count", 1) != 1:
         return False
+    if 0 in lhs_shape or 0 in rhs_shape:  # nothing to multiply: XLA's handles the empty shapes
+        return False
     if any(s != 1 for s in params["window_strides"]) or any(d != 1 for d in params["lhs_dilation"]):
         return False
     lhs_spec, rhs_spec, _ = params["dimension_numbers"]

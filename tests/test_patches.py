@@ -47,6 +47,16 @@ CASES = {
         dict(padding="SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC")),
     ),
     "odd layouts": ((6, 2, 7, 9), (3, 8, 6, 2), dict(padding="SAME", dimension_numbers=("CNWH", "HOIW", "WCHN"))),
+    "one example, kernel the size of the input": (
+        (1, 3, 3, 8),
+        (3, 3, 8, 4),
+        dict(padding="VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")),
+    ),
+    "one pixel, all padding": (
+        (1, 1, 1, 8),
+        (3, 3, 8, 4),
+        dict(padding=((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")),
+    ),
 }
 
 
@@ -73,8 +83,18 @@ def test_patches_compute_xlas_float64_convolution(case):
         ((2, 9, 9, 3), (3, 3, 3, 8), dict(window_strides=(1, 1), padding="SAME")),  # 2-5 input channels
         ((2, 9, 9, 8), (3, 3, 8, 32), dict(window_strides=(1, 1), padding="SAME")),  # many output channels
         ((2, 12, 12, 8), (9, 9, 8, 8), dict(window_strides=(1, 1), padding="SAME")),  # 81 taps
+        ((0, 9, 9, 8), (3, 3, 8, 8), dict(window_strides=(1, 1), padding="SAME")),  # an empty batch
+        ((2, 9, 9, 8), (3, 3, 8, 0), dict(window_strides=(1, 1), padding="SAME")),  # no output channels
     ],
-    ids=["strided", "input-dilated", "3-input-channels", "32-output-channels", "9x9-kernel"],
+    ids=[
+        "strided",
+        "input-dilated",
+        "3-input-channels",
+        "32-output-channels",
+        "9x9-kernel",
+        "empty-batch",
+        "no-outputs",
+    ],
 )
 def test_other_convolutions_keep_xlas(lhs_shape, rhs_shape, kwargs):
     _, eqn = _conv_eqn(
