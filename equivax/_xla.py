@@ -123,6 +123,37 @@ _CONV_LOOP = 24
 _HEAVY = 16
 
 
+def _library_conv(eqn: Any, dtype: np.dtype) -> bool:
+    """Whether XLA on this backend hands this convolution, in ``dtype``, to a library (on CPU,
+    YNNPACK takes float64 ones with more than 16 input or output channels in NHWC order): it then
+    runs as fast at any optimisation level. Asked of XLA itself, by compiling the convolution alone
+    at level 0 (about 10 ms, once per shape) and looking for a library's fusion in what it made."""
+    params = dict(eqn.params)
+    if params.get("preferred_element_type") is not None:
+        params["preferred_element_type"] = dtype
+    lhs, rhs = (v.aval for v in eqn.invars)
+    try:
+        key = (tuple(sorted(params.items())), lhs.shape, rhs.shape, dtype)
+        hash(key)
+    except TypeError:  # a parameter that does not hash: count it as a loop
+        return False
+    return _compiled_as_library(key)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_as_library(key: tuple[Any, ...]) -> bool:
+    items, lhs_shape, rhs_shape, dtype = key
+    params = dict(items)
+    specs = [jax.ShapeDtypeStruct(shape, dtype) for shape in (lhs_shape, rhs_shape)]
+    try:
+        with jax.enable_x64(np.dtype(dtype).itemsize == 8):
+            lowered = jax.jit(lambda a, b: jax.lax.conv_general_dilated_p.bind(a, b, **params)).lower(*specs)
+            text = lowered.compile({**dict(compiler_options()), **QUICK_OPTIONS}).as_text()
+    except Exception:  # noqa: BLE001 - cannot ask: count it as a loop, the cautious side
+        return False
+    return "kind=kCustom" in text or "custom-call" in text  # a library fusion (YNNPACK) or call (oneDNN)
+
+
 def _window(eqn: Any) -> int:
     if eqn.primitive.name.startswith("reduce_window"):
         return int(np.prod(eqn.params.get("window_dimensions", (_HEAVY,))))
@@ -132,8 +163,8 @@ def _window(eqn: Any) -> int:
 def work_bytes(jaxpr: Any, float_dtype: Any = None, patches: bool = False) -> float:
     """Bytes of the arrays a program's own loops make, a proxy for the time they take at a low
     optimisation level: ``_LIBRARY`` calls count nothing in the dtypes a library runs, a convolution
-    in another dtype (XLA's float64 convolution at level 0 is 15-18 times slower) ``_CONV_LOOP``
-    bytes per multiply-add, a windowed
+    in another dtype that XLA emits as its own loop (its float64 convolution at level 0 is 15-18
+    times slower; ``_library_conv`` asks which) ``_CONV_LOOP`` bytes per multiply-add, a windowed
     reduction counts once per window entry, a loop's body once per trip where the trip count is
     known (``scan``). ``float_dtype``: count the program with its floating values in that dtype
     (its re-run in another precision); ``patches``: its convolutions widened to float64 run as
@@ -152,7 +183,7 @@ def work_bytes(jaxpr: Any, float_dtype: Any = None, patches: bool = False) -> fl
                     lhs, rhs = (v.aval for v in eqn.invars)
                     if patches and _patches.rewrites(eqn, float_dtype):
                         total += _patches.patch_bytes(eqn.params, lhs.shape, rhs.shape, dtype.itemsize)
-                    else:  # XLA's own loop: one multiply-add per output, tap and input channel
+                    elif not _library_conv(eqn, dtype):  # XLA's own loop: per output, tap and input channel
                         out_features = rhs.shape[eqn.params["dimension_numbers"].rhs_spec[0]]
                         total += var.aval.size * (rhs.size // out_features) * _CONV_LOOP
                 continue

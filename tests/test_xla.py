@@ -199,6 +199,28 @@ def test_work_bytes_weighs_pooling_windows_and_float64_convolutions():
     assert _xla.work_bytes(half) == _xla.work_bytes(jax.make_jaxpr(jnp.tanh)(x).jaxpr) / 2 * 16
 
 
+def _conv_jaxpr(c_in, c_out):
+    x, w = jnp.ones((2, 12, 12, c_in), jnp.float32), jnp.ones((3, 3, c_in, c_out), jnp.float32)
+    return jax.make_jaxpr(
+        lambda v: jax.lax.conv_general_dilated(v, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    )(x).jaxpr
+
+
+def test_float64_convolutions_a_library_takes_count_nothing(monkeypatch):
+    # XLA on CPU hands float64 convolutions with more than 16 channels to YNNPACK, and emits
+    # narrower ones as its own loops; asked of XLA by compiling the convolution alone.
+    narrow, wide = _conv_jaxpr(8, 8), _conv_jaxpr(8, 40)
+    assert not _xla._library_conv(narrow.eqns[0], np.dtype(np.float64))
+    assert _xla.work_bytes(narrow, np.float64) == 2 * 12 * 12 * 8 * 72 * _xla._CONV_LOOP
+    assert _xla._library_conv(wide.eqns[0], np.dtype(np.float64))
+    assert _xla.work_bytes(wide, np.float64) == 0
+    # A probe that cannot compile counts the convolution as a loop: the cautious side.
+    _xla._compiled_as_library.cache_clear()
+    monkeypatch.setattr(_xla, "QUICK_OPTIONS", {"xla_no_such_option_anywhere": 1})
+    assert _xla.work_bytes(wide, np.float64) == 2 * 12 * 12 * 40 * 72 * _xla._CONV_LOOP
+    _xla._compiled_as_library.cache_clear()
+
+
 def test_work_bytes_reads_programs_that_carry_prng_keys():
     def noisy(key, x):
         return x + jax.random.normal(jax.random.fold_in(key, 1), x.shape)
