@@ -327,6 +327,20 @@ def _shape_of(x: Any) -> tuple[int, ...]:
 # ------------------------------------------------------------------------------------------------
 
 
+def take_pixels(x: jax.Array, rows: jax.Array, cols: jax.Array, axis: int) -> jax.Array:
+    """``x`` indexed by ``(rows, cols)`` (two ``(H, W)`` integer arrays, in bounds) on the spatial axes
+    ``axis, axis + 1``: ``x[:, rows, cols]`` for ``axis = 1``. One ``lax.gather``: JAX's indexing
+    adds steps for negative indices and costs more to trace, in every check of an image action."""
+    indices = lax.concatenate([lax.expand_dims(rows, (rows.ndim,)), lax.expand_dims(cols, (cols.ndim,))], rows.ndim)
+    numbers = lax.GatherDimensionNumbers(
+        offset_dims=tuple(d for d in range(x.ndim) if d not in (axis, axis + 1)),
+        collapsed_slice_dims=(axis, axis + 1),
+        start_index_map=(axis, axis + 1),
+    )
+    sizes = tuple(1 if d in (axis, axis + 1) else n for d, n in enumerate(x.shape))
+    return lax.gather(x, indices, numbers, sizes, mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageAction:
     """Shifts, quarter turns and mirrors of the spatial axes (1, 2) of NHWC arrays, or of the last two
@@ -349,9 +363,9 @@ class ImageAction:
             )
         if self.channels_first:
             rows, cols = source_pixels(g, x.shape[-2], x.shape[-1], self.stride)
-            return x[..., rows, cols]
+            return take_pixels(x, rows, cols, x.ndim - 2)
         rows, cols = source_pixels(g, x.shape[1], x.shape[2], self.stride)
-        return x[:, rows, cols]
+        return take_pixels(x, rows, cols, 1)
 
     def defined(self, g: jax.Array) -> jax.Array:
         g = jnp.asarray(g)
@@ -395,7 +409,7 @@ class RegularAction:
         g = jnp.asarray(g).astype(jnp.int32)
         rows, cols = source_pixels(g, x.shape[1], x.shape[2], self.stride)
         # Orientation h goes to g·h, so output h reads input g⁻¹·h.
-        return jnp.take(x[:, rows, cols], orientation_source(self.points, g[2], g[3]), axis=3)
+        return jnp.take(take_pixels(x, rows, cols, 1), orientation_source(self.points, g[2], g[3]), axis=3)
 
     def defined(self, g: jax.Array) -> jax.Array:
         g = jnp.asarray(g).astype(jnp.int32)

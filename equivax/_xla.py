@@ -198,7 +198,8 @@ def work_bytes(jaxpr: Any, float_dtype: Any = None, patches: bool = False) -> fl
 class Tiered:
     """A program compiled quickly for its first run and fully once its runs have cost what that saved.
 
-    ``work``: the bytes its loops make (``work_bytes``). ``full_compile``: how many quick compiles
+    ``work``: the bytes its loops make (``work_bytes``), or a function that counts them (called
+    only where the quick tier is on: counting may compile probes). ``full_compile``: how many quick compiles
     its compile at the default level takes, so the quick tier saves ``full_compile - 1`` of them.
     The quick tier is for programs on CPU whose loops make at most ``QUICK_BYTES`` per quick compile
     saved, and it is left once their runs have cost as many quick compiles. Calls take the same
@@ -207,10 +208,10 @@ class Tiered:
     compiles, the others wait for it.
     """
 
-    def __init__(self, fn: Callable[..., Any], work: float, full_compile: float = FULL_COMPILE):
+    def __init__(self, fn: Callable[..., Any], work: float | Callable[[], float], full_compile: float = FULL_COMPILE):
         self._jit = _Jit(fn, {})
         self._saved = full_compile - 1  # quick compiles the quick tier saves
-        self._quick = work <= self._saved * QUICK_BYTES and jax.default_backend() == "cpu"
+        self._work = work  # or the function that counts it, asked only where the quick tier is on
         self._lock = threading.Lock()
         self._lowered: Any = None
         self._executable: Any = None
@@ -221,8 +222,14 @@ class Tiered:
     def lower(self, *args: Any) -> Any:
         return self._jit.lower(*args)
 
+    def _quick(self) -> bool:
+        if jax.default_backend() != "cpu" or not _quick_tier():
+            return False
+        work = self._work() if callable(self._work) else self._work
+        return work <= self._saved * QUICK_BYTES
+
     def _start(self, args: tuple[Any, ...]) -> None:
-        if not (self._quick and _quick_tier()):
+        if not self._quick():
             self.tier = "jit"
             return
         lowered = self._jit.lower(*args)

@@ -282,3 +282,20 @@ def test_channels_first_inputs_are_checked_and_wrong_layouts_refused_in_one_line
         equivax.check(circular, x, shifts)  # NCHW given to the default NHWC action
     with pytest.raises(TypeError, match="channels_first must be True or False"):
         actions.image(channels_first="yes")
+
+
+@pytest.mark.parametrize(
+    "shape, channels_first",
+    [((2, 6, 6, 3), False), ((2, 5, 7, 3), False), ((2, 3, 6, 6), True), ((3, 7, 7), False), ((2, 6, 6, 4, 2), False)],
+)
+def test_the_pixel_gather_equals_jax_indexing(shape, channels_first):
+    from equivax._planar import source_pixels, take_pixels
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+    h, w = shape[-2:] if channels_first else shape[1:3]
+    turns = range(4) if h == w else (0, 2)
+    for g in [(dy, dx, k, m) for dy in (-3, 0, 2, 5) for dx in (-1, 0, 4) for k in turns for m in (0, 1)]:
+        rows, cols = source_pixels(jnp.array(g), h, w)
+        want = x[..., rows, cols] if channels_first else x[:, rows, cols]
+        got = take_pixels(x, rows, cols, x.ndim - 2 if channels_first else 1)
+        assert got.shape == want.shape and bool(jnp.all(got == want)), g
