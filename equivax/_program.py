@@ -262,7 +262,8 @@ class Program:
         self.fingerprint: Any = None  # of the plain callable it was last traced from (see _traced)
         self.consts = list(self.closed.consts)
         self.out_tree = jax.tree.structure(self.out_shape)
-        self.run = Tiered(jex.jaxpr_as_fun(hoisted(self.closed)), lambda: work_bytes(self.closed.jaxpr))
+        closed = self.closed  # counted only where the quick tier is on (``Tiered``)
+        self.run = Tiered(jex.jaxpr_as_fun(hoisted(closed)), lambda: work_bytes(closed.jaxpr))
         self._other: dict[Any, concurrent.futures.Future] = {}  # per precision: its Tiered program
         self.literal_eps = 0.0  # of the rounded literals in the program (known once it is retyped)
 

@@ -146,7 +146,7 @@ def _compiled_as_library(key: tuple[Any, ...]) -> bool:
     params = dict(items)
     specs = [jax.ShapeDtypeStruct(shape, dtype) for shape in (lhs_shape, rhs_shape)]
     try:
-        with jax.enable_x64(np.dtype(dtype).itemsize == 8):
+        with jax.enable_x64(True):  # the specs carry their dtypes: 64-bit ones must not be narrowed
             lowered = jax.jit(lambda a, b: jax.lax.conv_general_dilated_p.bind(a, b, **params)).lower(*specs)
             text = lowered.compile({**dict(compiler_options()), **QUICK_OPTIONS}).as_text()
     except Exception:  # noqa: BLE001 - cannot ask: count it as a loop, the cautious side
