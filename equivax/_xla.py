@@ -124,16 +124,21 @@ _HEAVY = 16
 
 
 def _library_conv(eqn: Any, dtype: np.dtype) -> bool:
-    """Whether XLA on this backend hands this convolution, in ``dtype``, to a library (on CPU,
-    YNNPACK takes float64 ones with more than 16 input or output channels in NHWC order): it then
-    runs as fast at any optimisation level. Asked of XLA itself, by compiling the convolution alone
-    at level 0 (about 10 ms, once per shape) and looking for a library's fusion in what it made."""
+    """Whether XLA on CPU hands this convolution, in ``dtype``, to a library (YNNPACK takes float64
+    ones with more than 16 input or output channels in NHWC order): it then runs as fast at any
+    optimisation level. Asked of XLA itself, by compiling the convolution alone at level 0 (10-20
+    ms, once per shape; the batch size is left out) and looking for a library's fusion or call in
+    what it made. Other backends are not asked (the quick tier is for CPU only): a loop."""
+    if jax.default_backend() != "cpu":
+        return False
     params = dict(eqn.params)
     if params.get("preferred_element_type") is not None:
         params["preferred_element_type"] = dtype
     lhs, rhs = (v.aval for v in eqn.invars)
+    batch = params["dimension_numbers"].lhs_spec[0]
+    lhs_shape = tuple(1 if d == batch else n for d, n in enumerate(lhs.shape))
     try:
-        key = (tuple(sorted(params.items())), lhs.shape, rhs.shape, dtype)
+        key = (tuple(sorted(params.items())), lhs_shape, rhs.shape, dtype)
         hash(key)
     except TypeError:  # a parameter that does not hash: count it as a loop
         return False
@@ -148,10 +153,10 @@ def _compiled_as_library(key: tuple[Any, ...]) -> bool:
     try:
         with jax.enable_x64(True):  # the specs carry their dtypes: 64-bit ones must not be narrowed
             lowered = jax.jit(lambda a, b: jax.lax.conv_general_dilated_p.bind(a, b, **params)).lower(*specs)
-            text = lowered.compile({**dict(compiler_options()), **QUICK_OPTIONS}).as_text()
+            text = lowered.compile({**dict(compiler_options()), **QUICK_OPTIONS}).as_text() or ""
+        return "kind=kCustom" in text or "custom-call" in text  # a library fusion (YNNPACK) or call (oneDNN)
     except Exception:  # noqa: BLE001 - cannot ask: count it as a loop, the cautious side
         return False
-    return "kind=kCustom" in text or "custom-call" in text  # a library fusion (YNNPACK) or call (oneDNN)
 
 
 def _window(eqn: Any) -> int:

@@ -206,7 +206,16 @@ def _conv_jaxpr(c_in, c_out):
     )(x).jaxpr
 
 
-def test_float64_convolutions_a_library_takes_count_nothing(monkeypatch):
+@pytest.fixture
+def probes():
+    """The convolution probes' answers forgotten before and after (a failing probe caches ``False``)."""
+    _xla._compiled_as_library.cache_clear()
+    yield
+    _xla._compiled_as_library.cache_clear()
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="asks XLA on CPU which convolutions are library calls")
+def test_float64_convolutions_a_library_takes_count_nothing(monkeypatch, probes):
     # XLA on CPU hands float64 convolutions with more than 16 channels to YNNPACK, and emits
     # narrower ones as its own loops; asked of XLA by compiling the convolution alone.
     narrow, wide = _conv_jaxpr(8, 8), _conv_jaxpr(8, 40)
@@ -214,11 +223,39 @@ def test_float64_convolutions_a_library_takes_count_nothing(monkeypatch):
     assert _xla.work_bytes(narrow, np.float64) == 2 * 12 * 12 * 8 * 72 * _xla._CONV_LOOP
     assert _xla._library_conv(wide.eqns[0], np.dtype(np.float64))
     assert _xla.work_bytes(wide, np.float64) == 0
-    # A probe that cannot compile counts the convolution as a loop: the cautious side.
-    _xla._compiled_as_library.cache_clear()
-    monkeypatch.setattr(_xla, "QUICK_OPTIONS", {"xla_no_such_option_anywhere": 1})
+    # One probe per shape apart from the batch size.
+    assert _xla._compiled_as_library.cache_info().currsize == 2
+    w = jnp.ones((3, 3, 8, 40), jnp.float32)
+    bigger = jax.make_jaxpr(
+        lambda v: jax.lax.conv_general_dilated(v, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    )(jnp.ones((16, 12, 12, 8))).jaxpr
+    assert _xla.work_bytes(bigger, np.float64) == 0 and _xla._compiled_as_library.cache_info().currsize == 2
+
+
+def test_a_probe_that_cannot_ask_counts_the_convolution_as_a_loop(monkeypatch, probes):
+    wide = _conv_jaxpr(8, 40)
+    monkeypatch.setattr(_xla, "QUICK_OPTIONS", {"xla_no_such_option_anywhere": 1})  # the compile fails
     assert _xla.work_bytes(wide, np.float64) == 2 * 12 * 12 * 40 * 72 * _xla._CONV_LOOP
     _xla._compiled_as_library.cache_clear()
+    monkeypatch.setattr(_xla, "QUICK_OPTIONS", {})
+    monkeypatch.setattr(jax.stages.Compiled, "as_text", lambda self, *a, **k: None)  # a backend that cannot print
+    assert _xla.work_bytes(wide, np.float64) == 2 * 12 * 12 * 40 * 72 * _xla._CONV_LOOP
+
+
+def test_work_is_counted_only_where_the_quick_tier_is_on(tiered):
+    args = (jnp.float32(1.0), jnp.ones((2, 3), jnp.float32))
+    tiered.setenv("EQUIVAX_QUICK_COMPILE", "0")
+    program = _xla.Tiered(_scaled_sum, lambda: pytest.fail("counted with the quick tier off"))
+    np.testing.assert_allclose(program(*args), [np.tanh(1.0) * 3] * 2, rtol=1e-6)
+    assert program.tier == "jit"
+    tiered.delenv("EQUIVAX_QUICK_COMPILE")
+    counted = []
+    program = _xla.Tiered(_scaled_sum, lambda: counted.append(1) or _xla.QUICK_BYTES + 1)
+    program(*args)
+    assert counted == [1] and program.tier == "jit"  # over the bound: straight to the default level
+    program = _xla.Tiered(_scaled_sum, lambda: counted.append(1) or 0.0)
+    program(*args)
+    assert counted == [1, 1] and program.tier in ("quick", "full")  # started quick (may have upgraded already)
 
 
 def test_work_bytes_reads_programs_that_carry_prng_keys():
