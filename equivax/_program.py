@@ -262,8 +262,8 @@ class Program:
         self.fingerprint: Any = None  # of the plain callable it was last traced from (see _traced)
         self.consts = list(self.closed.consts)
         self.out_tree = jax.tree.structure(self.out_shape)
-        closed = self.closed  # counted only where the quick tier is on (``Tiered``)
-        self.run = Tiered(jex.jaxpr_as_fun(hoisted(closed)), lambda: work_bytes(closed.jaxpr))
+        # Its work is counted only where the quick tier is on (``Tiered``).
+        self.run = Tiered(jex.jaxpr_as_fun(hoisted(self.closed)), functools.partial(work_bytes, self.closed.jaxpr))
         self._other: dict[Any, concurrent.futures.Future] = {}  # per precision: its Tiered program
         self.literal_eps = 0.0  # of the rounded literals in the program (known once it is retyped)
 
@@ -310,11 +310,7 @@ class Program:
                 "precision, so another precision cannot resolve its rounding"
             )
         self.literal_eps = max(self.literal_eps, fn.literal_eps)
-        closed = self.closed
-
-        def work() -> float:
-            return work_bytes(closed.jaxpr, float_dtype, patches)
-
+        work = functools.partial(work_bytes, self.closed.jaxpr, float_dtype, patches)
         return Tiered(fn, work, PATCHED_COMPILE if fn.patched else FULL_COMPILE)
 
     def prepare(self, float_dtype: Any) -> None:
